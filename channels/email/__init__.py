@@ -1,0 +1,1 @@
+"""The email channel: parsing, IMAP in, SMTP out."""

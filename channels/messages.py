@@ -1,0 +1,114 @@
+"""The normalized message types every channel produces and consumes."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+
+
+class ChannelName(enum.StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    WHATSAPP = "whatsapp"
+    CHAT = "chat"
+
+
+class IdentityKind(enum.StrEnum):
+    EMAIL = "email"
+    PHONE = "phone"
+    VISITOR = "visitor"
+
+
+@dataclasses.dataclass(frozen=True)
+class SenderIdentity:
+    """Who sent a message, as the channel knows them."""
+
+    kind: IdentityKind
+    #: Normalized: lower-case email address, E.164 phone number, or visitor id.
+    value: str
+    display_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    content: bytes
+    content_id: str | None = None
+    is_inline: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreadHints:
+    """What the channel knows about which conversation a message belongs to.
+
+    Ingest decides; the channel only reports what it saw.
+    """
+
+    #: External ids this message replies to (email In-Reply-To, then References, newest first).
+    reply_to_external_ids: tuple[str, ...] = ()
+    #: A ticket number the sender named (such as a `[#1234]` subject token).
+    ticket_number: int | None = None
+    #: Join the customer's open ticket on the same channel (SMS, WhatsApp, chat).
+    join_open_ticket_on_channel: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class InboundMessage:
+    channel: ChannelName
+    sender: SenderIdentity
+    #: Unique per source: the provider's id (Message-ID, MessageSid, chat client id), namespaced.
+    dedupe_key: str
+    #: The provider's own id, shown to agents and used for threading.
+    external_id: str
+    text: str
+    html: str | None = None
+    subject: str | None = None
+    #: The new part of the text without quoted history or signature, when the channel can tell.
+    reply_text: str | None = None
+    received_at: dt.datetime | None = None
+    attachments: tuple[Attachment, ...] = ()
+    thread: ThreadHints = dataclasses.field(default_factory=ThreadHints)
+    #: Automatic mail (out-of-office, bounces) is stored but never triggers replies.
+    is_automatic: bool = False
+    #: Extra identities the sender revealed (a chat visitor who gave an email address).
+    other_identities: tuple[SenderIdentity, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboundMessage:
+    channel: ChannelName
+    #: The customer's address on that channel: email address, E.164 number or visitor id.
+    recipient: str
+    text: str
+    html: str | None = None
+    subject: str | None = None
+    #: Stable across retries, so a provider that deduplicates never sends two copies.
+    external_id: str | None = None
+    reply_to_external_ids: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    is_automatic: bool = False
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryResult:
+    status: DeliveryStatus
+    #: The provider's id for what it accepted (a Twilio SID, an SMTP queue id).
+    provider_id: str | None = None
+    error: str | None = None
+    #: Worth trying again later (a 4xx SMTP reply, HTTP 5xx or 429).
+    is_temporary: bool = False

@@ -1,0 +1,113 @@
+"""The helpdesk application: create_app() builds it in named steps."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app; `config` overrides what the environment says (tests use it)."""
+    instance_path = (config or {}).get("INSTANCE_PATH") or os.environ.get("HELPDESK_INSTANCE_PATH") or ROOT / "instance"
+    app = Flask(
+        __name__,
+        instance_path=str(pathlib.Path(instance_path).resolve()),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    configure(app, config)
+    init_extensions(app)
+    init_channels(app)
+    register_blueprints(app)
+    register_namespaces(app)
+    register_cli(app)
+    init_jobs_runner(app)
+    return app
+
+
+def configure(app: Flask, overrides: Mapping[str, Any] | None) -> None:
+    from helpdesk.config import build_config
+
+    app.config.from_mapping(build_config(pathlib.Path(app.instance_path)))
+    if overrides:
+        app.config.from_mapping(overrides)
+    if app.config["HELPDESK_TRUST_PROXY_HEADERS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only behind a proxy that sets these headers itself; otherwise clients could forge them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
+    if not app.debug and not app.testing:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def init_extensions(app: Flask) -> None:
+    from helpdesk.auth import init_auth
+    from helpdesk.database import init_database
+    from helpdesk.extensions import csrf, limiter, migrate, socketio
+    from helpdesk.realtime import install_session_hooks
+
+    init_database(app)
+    from helpdesk.extensions import db
+
+    migrate.init_app(app, db, directory=str(ROOT / "helpdesk" / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    init_auth(app)
+    install_session_hooks()
+    socketio.init_app(
+        app,
+        # threading mode with simple-websocket: no monkey-patching, works under `flask run` and gunicorn gthread.
+        async_mode="threading",
+        message_queue=app.config["REDIS_URL"],
+        cors_allowed_origins=app.config.get("HELPDESK_SOCKET_ORIGINS") or [app.config["HELPDESK_PUBLIC_URL"]],
+        manage_session=False,
+    )
+
+
+def init_channels(app: Flask) -> None:
+    """Build the registry of outgoing channels; on the embedded default all of them write to a folder."""
+    from channels.base import ChannelRegistry
+    from channels.local import LocalLogChannel
+    from channels.messages import ChannelName
+
+    registry = ChannelRegistry()
+    folder = pathlib.Path(app.config["HELPDESK_OUTGOING_FOLDER"])
+    for name in ChannelName:
+        registry.register(LocalLogChannel(name, folder, app.config["HELPDESK_SUPPORT_ADDRESS"]))
+    app.extensions["helpdesk.channels"] = registry
+
+
+def register_blueprints(app: Flask) -> None:
+    from helpdesk.web import admin, api, auth, customers, errors, inbox, simulator, tickets
+
+    for module in (auth, inbox, tickets, customers, admin, simulator, errors):
+        app.register_blueprint(module.bp)
+    app.register_blueprint(api.bp, url_prefix="/api/v1")
+
+
+def register_namespaces(app: Flask) -> None:
+    from helpdesk.extensions import socketio
+    from helpdesk.realtime import AGENT_NAMESPACE, AgentNamespace
+
+    if AGENT_NAMESPACE not in socketio.server.namespace_handlers:
+        socketio.on_namespace(AgentNamespace(AGENT_NAMESPACE))
+
+
+def register_cli(app: Flask) -> None:
+    from helpdesk.cli import helpdesk_cli
+
+    app.cli.add_command(helpdesk_cli)
+
+
+def init_jobs_runner(app: Flask) -> None:
+    from helpdesk.tasks import init_jobs
+
+    init_jobs(app)

@@ -1,0 +1,70 @@
+"""Configuration from environment variables, with embedded defaults that need no other server."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+
+
+def _load_or_create_secret(instance_path: pathlib.Path, name: str) -> str:
+    """Read a secret kept in the instance folder, creating it on first use."""
+    path = instance_path / name
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    # Written with owner-only permissions: it signs sessions and protects stored secrets.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def _normalize_database_url(url: str) -> str:
+    # Plain postgresql:// URLs would pick psycopg2, which we do not install; psycopg 3 is the driver.
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None = None) -> dict:
+    """Return the app configuration for this environment."""
+    env = os.environ if environ is None else environ
+    secret_key = env.get("SECRET_KEY") or _load_or_create_secret(instance_path, "secret_key")
+    public_url = env.get("HELPDESK_PUBLIC_URL", "http://127.0.0.1:5000").rstrip("/")
+    redis_url = env.get("REDIS_URL") or None
+    database_url = _normalize_database_url(
+        env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'helpdesk.sqlite3'}"
+    )
+    is_https = public_url.startswith("https://")
+    return {
+        "SECRET_KEY": secret_key,
+        # Channel secrets in the database are encrypted with this; defaults to one derived from SECRET_KEY.
+        "HELPDESK_ENCRYPTION_KEY": env.get("HELPDESK_ENCRYPTION_KEY") or None,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": redis_url,
+        "HELPDESK_PUBLIC_URL": public_url,
+        "HELPDESK_TRUST_PROXY_HEADERS": env.get("HELPDESK_TRUST_PROXY_HEADERS", "") in ("1", "true", "yes"),
+        "HELPDESK_OUTGOING_FOLDER": env.get("HELPDESK_OUTGOING_FOLDER") or str(instance_path / "outgoing"),
+        "HELPDESK_ATTACHMENT_FOLDER": env.get("HELPDESK_ATTACHMENT_FOLDER") or str(instance_path / "attachments"),
+        "HELPDESK_MAX_ATTACHMENT_BYTES": int(env.get("HELPDESK_MAX_ATTACHMENT_BYTES", 20 * 1024 * 1024)),
+        "HELPDESK_SUPPORT_ADDRESS": env.get("HELPDESK_SUPPORT_ADDRESS", "support@helpdesk.localhost"),
+        # In-process background jobs (embedded default) unless Celery is used.
+        "HELPDESK_RUN_JOBS_IN_PROCESS": env.get("HELPDESK_RUN_JOBS_IN_PROCESS", "1" if not redis_url else "0")
+        == "1",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": is_https,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SECURE": is_https,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_TIME_LIMIT": None,
+        "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "HELPDESK_LOGIN_RATE_LIMIT": env.get("HELPDESK_LOGIN_RATE_LIMIT", "10 per minute"),
+        "MAX_CONTENT_LENGTH": int(env.get("HELPDESK_MAX_REQUEST_BYTES", 32 * 1024 * 1024)),
+    }

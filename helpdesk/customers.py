@@ -1,0 +1,106 @@
+"""One person across email addresses, phone numbers and chat visitors."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from channels.identities import normalize_email, normalize_phone, normalize_visitor_id
+from channels.messages import IdentityKind, SenderIdentity
+from helpdesk.extensions import db
+from helpdesk.models import Customer, CustomerIdentity, Ticket
+
+_NORMALIZERS = {
+    IdentityKind.EMAIL: normalize_email,
+    IdentityKind.PHONE: normalize_phone,
+    IdentityKind.VISITOR: normalize_visitor_id,
+}
+
+
+def normalize_identity(identity: SenderIdentity) -> SenderIdentity:
+    """Return `identity` with its value in stored form; raise InvalidIdentity if it has none."""
+    kind = IdentityKind(identity.kind)
+    return SenderIdentity(kind, _NORMALIZERS[kind](identity.value), identity.display_name)
+
+
+def find_identity(kind: IdentityKind, value: str) -> CustomerIdentity | None:
+    return db.session.scalar(
+        sa.select(CustomerIdentity).where(CustomerIdentity.kind == kind, CustomerIdentity.value == value)
+    )
+
+
+def _surviving(customer: Customer) -> Customer:
+    # Follow merges, so an identity left on a merged record still leads to the right person.
+    seen = set()
+    while customer.merged_into_id is not None and customer.id not in seen:
+        seen.add(customer.id)
+        customer = db.session.get(Customer, customer.merged_into_id)
+    return customer
+
+
+def _add_identity(customer: Customer, identity: SenderIdentity) -> CustomerIdentity:
+    """Attach `identity` to `customer`, or return the row another writer stored first."""
+    try:
+        # A savepoint, so losing a race on the unique (kind, value) keeps the rest of the transaction.
+        with db.session.begin_nested():
+            row = CustomerIdentity(kind=identity.kind, value=identity.value)
+            customer.identities.append(row)
+    except IntegrityError:
+        existing = find_identity(identity.kind, identity.value)
+        if existing is None:
+            raise
+        return existing
+    return row
+
+
+def resolve_customer(sender: SenderIdentity, other_identities: tuple[SenderIdentity, ...] = ()) -> Customer:
+    """Return the customer behind `sender`, creating them (and any new identities) as needed.
+
+    An identity already known for someone else is never moved: joining two people is an explicit merge.
+    """
+    sender = normalize_identity(sender)
+    extra = [normalize_identity(identity) for identity in other_identities]
+
+    customer = None
+    for identity in [sender, *extra]:
+        known = find_identity(identity.kind, identity.value)
+        if known is not None:
+            customer = _surviving(known.customer)
+            break
+
+    if customer is None:
+        customer = Customer(name=sender.display_name or "")
+        db.session.add(customer)
+        row = _add_identity(customer, sender)
+        if row.customer is not customer:
+            # Another writer created this person a moment ago: use theirs, drop ours.
+            if customer in db.session:
+                db.session.expunge(customer)
+            customer = _surviving(row.customer)
+    elif not customer.name and sender.display_name:
+        customer.name = sender.display_name
+
+    for identity in [sender, *extra]:
+        if find_identity(identity.kind, identity.value) is None:
+            _add_identity(customer, identity)
+    return customer
+
+
+def merge_customers(survivor: Customer, duplicate: Customer) -> Customer:
+    """Move `duplicate`'s identities and tickets to `survivor` and mark it merged; the caller commits."""
+    if survivor.id == duplicate.id:
+        raise ValueError("a customer cannot be merged into itself")
+    for identity in list(duplicate.identities):
+        identity.customer = survivor
+    db.session.execute(sa.update(Ticket).where(Ticket.customer_id == duplicate.id).values(customer_id=survivor.id))
+    duplicate.merged_into_id = survivor.id
+    return survivor
+
+
+def customer_history(customer: Customer) -> list[Ticket]:
+    """Return every ticket of the customer across channels, newest first."""
+    return list(
+        db.session.scalars(
+            sa.select(Ticket).where(Ticket.customer_id == customer.id).order_by(Ticket.created_at.desc())
+        )
+    )

@@ -1,0 +1,190 @@
+"""The one path every inbound message takes: dedupe, customer, thread, store, publish."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from channels.html import html_to_text, sanitize_html
+from channels.messages import InboundMessage
+from helpdesk.attachments import store_attachment
+from helpdesk.customers import resolve_customer
+from helpdesk.database import begin_write
+from helpdesk.extensions import db
+from helpdesk.models import Customer, Direction, Message, Ticket, TicketStatus
+from helpdesk.models.base import utcnow
+from helpdesk.realtime import publish_after_commit
+from helpdesk.tickets import change_field, open_ticket, record_event
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    message: Message
+    ticket: Ticket
+    #: True when the message was already stored (a redelivery); nothing was written.
+    is_duplicate: bool
+    is_new_ticket: bool
+    #: Why the message went to this ticket, as recorded on the ticket event.
+    thread_reason: str
+
+
+class IngestError(Exception):
+    """The message could not be stored; the caller should quarantine its raw form."""
+
+
+def find_message_by_dedupe_key(dedupe_key: str) -> Message | None:
+    return db.session.scalar(sa.select(Message).where(Message.dedupe_key == dedupe_key))
+
+
+def ingest(inbound: InboundMessage) -> IngestResult:
+    """Store `inbound` exactly once, on the right ticket, in one transaction; publish after commit."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        existing = find_message_by_dedupe_key(inbound.dedupe_key)
+        if existing is not None:
+            return IngestResult(existing, existing.ticket, True, False, "duplicate of a stored message")
+        db.session.rollback()  # end the read, so the write below starts its own transaction
+        try:
+            return _ingest_once(inbound)
+        except IntegrityError as error:
+            # Lost a race: another process stored this message (or this customer) first. Look again.
+            db.session.rollback()
+            log.info("ingest of %s lost a race (attempt %d): %s", inbound.dedupe_key, attempt, error.orig)
+        except OperationalError as error:
+            db.session.rollback()
+            if attempt == _ATTEMPTS:
+                raise IngestError(f"database unavailable: {error.orig}") from error
+            log.warning("ingest of %s hit a database error (attempt %d): %s", inbound.dedupe_key, attempt, error)
+    existing = find_message_by_dedupe_key(inbound.dedupe_key)
+    if existing is not None:
+        return IngestResult(existing, existing.ticket, True, False, "duplicate of a stored message")
+    raise IngestError(f"could not store {inbound.dedupe_key} after {_ATTEMPTS} attempts")
+
+
+def _ingest_once(inbound: InboundMessage) -> IngestResult:
+    begin_write()
+    customer = resolve_customer(inbound.sender, inbound.other_identities)
+    ticket, reason = find_thread(inbound, customer)
+    is_new_ticket = False
+    if ticket is not None and ticket.status == TicketStatus.CLOSED and not inbound.is_automatic:
+        closed = ticket
+        reason = f"{reason}; #{closed.number} is closed, so a follow-up ticket was opened"
+        ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason)
+        ticket.follow_up_of_id = closed.id
+        is_new_ticket = True
+    elif ticket is None:
+        ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason)
+        is_new_ticket = True
+    else:
+        _wake_ticket(ticket, inbound, customer)
+
+    html = sanitize_html(inbound.html) if inbound.html else None
+    text = inbound.text or (html_to_text(html) if html else "")
+    message = Message(
+        ticket=ticket,
+        direction=Direction.INBOUND,
+        channel=inbound.channel,
+        dedupe_key=inbound.dedupe_key,
+        external_id=inbound.external_id,
+        author_customer=customer,
+        is_public=True,
+        is_automatic=inbound.is_automatic,
+        subject=inbound.subject,
+        text=text,
+        reply_text=inbound.reply_text,
+        html=html,
+        address=inbound.sender.value,
+        created_at=inbound.received_at or utcnow(),
+    )
+    message.attachments = [store_attachment(data) for data in inbound.attachments]
+    db.session.add(message)
+    if not inbound.is_automatic:
+        ticket.last_customer_message_at = utcnow()
+    ticket.updated_at = utcnow()
+    db.session.flush()  # the unique dedupe key fails here, inside the transaction, if we lost a race
+
+    record_event(
+        ticket,
+        "message.received",
+        {"message_id": message.id, "channel": str(inbound.channel), "external_id": inbound.external_id},
+        reason=reason,
+        customer=customer,
+    )
+    for attachment in message.attachments:
+        if attachment.refused_reason:
+            record_event(ticket, "attachment.refused", {"filename": attachment.filename, "size": attachment.size},
+                         reason=attachment.refused_reason, actor_label="system")
+    payload = {"ticket": ticket.number, "message_id": message.id, "subject": ticket.subject,
+               "customer": customer.display_name, "channel": str(inbound.channel)}
+    publish_after_commit(db.session(), "ticket.created" if is_new_ticket else "message.created", payload)
+    db.session.commit()
+    return IngestResult(message, ticket, False, is_new_ticket, reason)
+
+
+def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | None, str]:
+    """Return the ticket `inbound` continues and why, or (None, why a new one is opened)."""
+    hints = inbound.thread
+    if hints.reply_to_external_ids:
+        ticket = db.session.scalar(
+            sa.select(Ticket)
+            .join(Message, Message.ticket_id == Ticket.id)
+            .where(Message.external_id.in_(hints.reply_to_external_ids))
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        if ticket is not None:
+            return ticket, "replies to a known message of this ticket"
+    if hints.ticket_number is not None:
+        ticket = db.session.scalar(sa.select(Ticket).where(Ticket.number == hints.ticket_number))
+        if ticket is not None and is_participant(ticket, customer):
+            return ticket, f"names ticket #{ticket.number} and the sender takes part in it"
+    if hints.join_open_ticket_on_channel:
+        ticket = db.session.scalar(
+            sa.select(Ticket)
+            .where(
+                Ticket.customer_id == customer.id,
+                Ticket.channel == inbound.channel,
+                Ticket.status.in_([status for status in TicketStatus if status.is_active]),
+            )
+            .order_by(Ticket.updated_at.desc(), Ticket.id.desc())
+            .limit(1)
+        )
+        if ticket is not None:
+            return ticket, f"continues the customer's open {inbound.channel} conversation"
+    return None, "no earlier conversation matched"
+
+
+def is_participant(ticket: Ticket, customer: Customer) -> bool:
+    """Tell whether `customer` owns `ticket` or has written on it."""
+    if ticket.customer_id == customer.id:
+        return True
+    return db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Message)
+        .where(Message.ticket_id == ticket.id, Message.author_customer_id == customer.id)
+    ) > 0
+
+
+def _wake_ticket(ticket: Ticket, inbound: InboundMessage, customer: Customer) -> None:
+    # The customer answered: a ticket waiting on them is back with the agents. Automatic mail
+    # (out-of-office, bounces) never changes the status.
+    if inbound.is_automatic:
+        return
+    if ticket.status in (TicketStatus.PENDING, TicketStatus.SOLVED):
+        change_field(ticket, "status", TicketStatus.OPEN, reason="the customer wrote again",
+                     actor_label=customer.display_name)
+
+
+def _subject_for(inbound: InboundMessage) -> str:
+    if inbound.subject and inbound.subject.strip():
+        return inbound.subject.strip()
+    first_line = (inbound.text or "").strip().splitlines()[0] if (inbound.text or "").strip() else ""
+    if len(first_line) > 80:
+        first_line = first_line[:77].rstrip() + "..."
+    return first_line or f"New {inbound.channel} conversation"

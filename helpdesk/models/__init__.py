@@ -1,0 +1,42 @@
+"""Every model, imported here so Alembic sees the whole schema."""
+
+from helpdesk.models.base import Base
+from helpdesk.models.channels import ChannelAccount, OutboxItem, OutboxState, QuarantinedMessage
+from helpdesk.models.customers import Customer, CustomerIdentity
+from helpdesk.models.people import Agent, AgentLanguage, ApiToken, Group, Role, Tier
+from helpdesk.models.tickets import (
+    ACTIVE_STATUSES,
+    Attachment,
+    Direction,
+    Message,
+    Priority,
+    Ticket,
+    TicketCounter,
+    TicketEvent,
+    TicketStatus,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "Agent",
+    "AgentLanguage",
+    "ApiToken",
+    "Attachment",
+    "Base",
+    "ChannelAccount",
+    "Customer",
+    "CustomerIdentity",
+    "Direction",
+    "Group",
+    "Message",
+    "OutboxItem",
+    "OutboxState",
+    "Priority",
+    "QuarantinedMessage",
+    "Role",
+    "Ticket",
+    "TicketCounter",
+    "TicketEvent",
+    "TicketStatus",
+    "Tier",
+]

@@ -1,0 +1,72 @@
+"""Channel accounts, the outbox, and messages kept aside because they could not be ingested."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from channels.messages import ChannelName
+from helpdesk.models.base import Base, Timestamped, enum_column, utcnow
+from helpdesk.security import EncryptedJSON
+
+
+class ChannelAccount(Base, Timestamped):
+    """A configured connection to an outside system (a mailbox, a Twilio account)."""
+
+    __tablename__ = "channel_account"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    channel: so.Mapped[ChannelName] = so.mapped_column(enum_column(ChannelName))
+    name: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
+    is_enabled: so.Mapped[bool] = so.mapped_column(default=True)
+    #: Non-secret settings (host, port, folder, sending number).
+    settings: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
+    #: Passwords and tokens, encrypted at rest with the configured key.
+    secrets: so.Mapped[dict[str, Any]] = so.mapped_column(EncryptedJSON, default=dict)
+    #: Set when the account keeps failing (login refused); shown to admins, not retried in a loop.
+    unhealthy_since: so.Mapped[dt.datetime | None]
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class OutboxItem(Base):
+    """A message waiting to be sent, written in the same transaction as the message itself."""
+
+    __tablename__ = "outbox_item"
+    __table_args__ = (sa.Index("ix_outbox_item_state_next_attempt_at", "state", "next_attempt_at"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    message_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("message.id", ondelete="CASCADE"), unique=True)
+    state: so.Mapped[OutboxState] = so.mapped_column(enum_column(OutboxState), default=OutboxState.PENDING)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    next_attempt_at: so.Mapped[dt.datetime] = so.mapped_column(default=utcnow)
+    #: A worker that claimed the item; a claim older than the lease is taken over.
+    claimed_at: so.Mapped[dt.datetime | None]
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
+    created_at: so.Mapped[dt.datetime] = so.mapped_column(default=utcnow)
+
+
+class QuarantinedMessage(Base):
+    """Raw input that could not be ingested, kept with its error so nothing is lost."""
+
+    __tablename__ = "quarantined_message"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    channel: so.Mapped[ChannelName] = so.mapped_column(enum_column(ChannelName))
+    #: Where it came from: a mailbox name, "pipe", a webhook route.
+    source: so.Mapped[str] = so.mapped_column(sa.String(200))
+    raw: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
+    error: so.Mapped[str] = so.mapped_column(sa.Text)
+    attempts: so.Mapped[int] = so.mapped_column(default=1)
+    created_at: so.Mapped[dt.datetime] = so.mapped_column(default=utcnow)
+    resolved_at: so.Mapped[dt.datetime | None]

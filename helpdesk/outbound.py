@@ -1,0 +1,204 @@
+"""Agents' replies: committed with an outbox row first, delivered by a job, at most once per success."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+
+import sqlalchemy as sa
+from flask import current_app
+
+from channels.base import ChannelRegistry
+from channels.messages import ChannelName, DeliveryStatus, IdentityKind, OutboundMessage
+from helpdesk.database import begin_write
+from helpdesk.extensions import db
+from helpdesk.models import Agent, Direction, Message, OutboxItem, OutboxState, Ticket, TicketStatus
+from helpdesk.models.base import utcnow
+from helpdesk.realtime import publish_after_commit
+from helpdesk.tickets import change_field, record_event
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+#: A claim older than this is taken to belong to a crashed worker.
+CLAIM_LEASE = dt.timedelta(minutes=5)
+
+_IDENTITY_FOR_CHANNEL = {
+    ChannelName.EMAIL: IdentityKind.EMAIL,
+    ChannelName.SMS: IdentityKind.PHONE,
+    ChannelName.WHATSAPP: IdentityKind.PHONE,
+    ChannelName.CHAT: IdentityKind.VISITOR,
+}
+
+
+class ReplyRefused(ValueError):
+    """The reply cannot be sent as asked; the message says why, for the agent."""
+
+
+def reply_route(ticket: Ticket) -> tuple[ChannelName, str]:
+    """Return the channel and address a public reply on `ticket` goes to: where the customer last wrote."""
+    last_inbound = db.session.scalar(
+        sa.select(Message)
+        .where(Message.ticket_id == ticket.id, Message.direction == Direction.INBOUND, Message.address.is_not(None))
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    if last_inbound is not None:
+        return last_inbound.channel, last_inbound.address
+    identity = ticket.customer.identity(_IDENTITY_FOR_CHANNEL[ticket.channel])
+    if identity is None:
+        raise ReplyRefused(f"the customer has no {ticket.channel} address to reply to")
+    return ticket.channel, identity.value
+
+
+def _new_external_id(channel: ChannelName) -> str:
+    token = uuid.uuid4().hex
+    if channel is ChannelName.EMAIL:
+        # Recognizable as ours when it comes back in In-Reply-To or References.
+        domain = current_app.config["HELPDESK_SUPPORT_ADDRESS"].rpartition("@")[2] or "helpdesk.localhost"
+        return f"<helpdesk.{token}@{domain}>"
+    return f"helpdesk-{token}"
+
+
+def reply(ticket: Ticket, agent: Agent, text: str, *, is_public: bool = True,
+          new_status: TicketStatus | None = None) -> Message:
+    """Store an agent's reply (or internal note) and, for a reply, its outbox row; one transaction."""
+    text = (text or "").strip()
+    if not text:
+        raise ReplyRefused("the reply is empty")
+    channel, address = reply_route(ticket) if is_public else (ticket.channel, None)
+    external_id = _new_external_id(channel) if is_public else None
+    message = Message(
+        ticket=ticket,
+        direction=Direction.OUTBOUND,
+        channel=channel,
+        author_agent=agent,
+        is_public=is_public,
+        text=text,
+        address=address,
+        external_id=external_id,
+        dedupe_key=f"out:{external_id}" if is_public else f"note:{uuid.uuid4().hex}",
+        delivery_status=DeliveryStatus.PENDING if is_public else None,
+    )
+    db.session.add(message)
+    db.session.flush()
+    if is_public:
+        db.session.add(OutboxItem(message_id=message.id))
+        now = utcnow()
+        ticket.last_agent_reply_at = now
+        if ticket.first_responded_at is None:
+            ticket.first_responded_at = now
+    record_event(ticket, "reply.added" if is_public else "note.added", {"message_id": message.id}, agent=agent)
+    if ticket.status == TicketStatus.NEW and is_public:
+        change_field(ticket, "status", TicketStatus.OPEN, agent=agent, reason="first reply sent")
+    if new_status is not None:
+        change_field(ticket, "status", new_status, agent=agent)
+    ticket.updated_at = utcnow()
+    publish_after_commit(db.session(), "message.created",
+                         {"ticket": ticket.number, "message_id": message.id, "public": is_public})
+    db.session.commit()
+    return message
+
+
+def _conversation_ids(message: Message) -> tuple[str, ...]:
+    """External ids of earlier messages on the ticket, newest first, for In-Reply-To and References."""
+    rows = db.session.scalars(
+        sa.select(Message.external_id)
+        .where(Message.ticket_id == message.ticket_id, Message.id < message.id, Message.external_id.is_not(None),
+               Message.channel == ChannelName.EMAIL)
+        .order_by(Message.id.desc())
+        .limit(20)
+    )
+    return tuple(rows)
+
+
+def _claim_due(limit: int) -> list[int]:
+    """Mark up to `limit` due items as sending and return their ids; committed before any send."""
+    now = utcnow()
+    due = (
+        sa.select(OutboxItem)
+        .where(
+            sa.or_(
+                sa.and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.next_attempt_at <= now),
+                sa.and_(OutboxItem.state == OutboxState.SENDING, OutboxItem.claimed_at < now - CLAIM_LEASE),
+            )
+        )
+        .order_by(OutboxItem.next_attempt_at)
+        .limit(limit)
+        # Two workers never take the same item (PostgreSQL); SQLite serializes writers anyway.
+        .with_for_update(skip_locked=True)
+    )
+    db.session.rollback()
+    begin_write()
+    items = list(db.session.scalars(due))
+    for item in items:
+        item.state = OutboxState.SENDING
+        item.claimed_at = now
+        item.attempts += 1
+    db.session.commit()
+    return [item.id for item in items]
+
+
+def deliver_due(registry: ChannelRegistry, limit: int = 50) -> int:
+    """Send every due outbox item once; return how many were handled."""
+    handled = 0
+    for item_id in _claim_due(limit):
+        item = db.session.get(OutboxItem, item_id)
+        message = db.session.get(Message, item.message_id)
+        outbound = OutboundMessage(
+            channel=message.channel,
+            recipient=message.address or "",
+            text=message.text,
+            html=message.html,
+            subject=_reply_subject(message.ticket),
+            external_id=message.external_id,
+            reply_to_external_ids=_conversation_ids(message),
+            is_automatic=message.is_automatic,
+        )
+        try:
+            result = registry.get(message.channel).send(outbound)
+        except Exception as error:  # a channel bug must not stop the other deliveries
+            log.exception("sending message %s failed", message.id)
+            result_status, error_text, temporary = DeliveryStatus.FAILED, f"{type(error).__name__}: {error}", True
+        else:
+            result_status, error_text, temporary = result.status, result.error, result.is_temporary
+            if result.provider_id and message.channel is not ChannelName.EMAIL:
+                message.external_id = result.provider_id
+        _record_delivery(item, message, result_status, error_text, temporary)
+        handled += 1
+    return handled
+
+
+def _record_delivery(item: OutboxItem, message: Message, status: DeliveryStatus, error: str | None,
+                     temporary: bool) -> None:
+    if status is DeliveryStatus.FAILED and temporary and item.attempts < MAX_ATTEMPTS:
+        item.state = OutboxState.PENDING
+        item.next_attempt_at = utcnow() + dt.timedelta(seconds=min(3600, 15 * 2 ** (item.attempts - 1)))
+        item.last_error = (error or "")[:1000]
+        message.delivery_error = item.last_error
+    elif status is DeliveryStatus.FAILED:
+        item.state = OutboxState.FAILED
+        item.last_error = (error or "")[:1000]
+        message.delivery_status = DeliveryStatus.FAILED
+        message.delivery_error = item.last_error
+        record_event(message.ticket, "delivery.failed", {"message_id": message.id}, reason=item.last_error)
+    else:
+        item.state = OutboxState.SENT
+        message.delivery_status = status
+        message.delivery_error = None
+    item.claimed_at = None
+    publish_after_commit(db.session(), "message.updated",
+                         {"ticket": message.ticket.number, "message_id": message.id,
+                          "delivery_status": str(message.delivery_status)})
+    db.session.commit()
+
+
+def _reply_subject(ticket: Ticket) -> str:
+    subject = ticket.subject or "Your request"
+    token = f"[#{ticket.number}]"
+    if token in subject:
+        return subject
+    if not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    return f"{subject} {token}"

@@ -1,0 +1,59 @@
+"""Realtime events for agents: published only after the transaction that caused them commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import request
+from flask_login import current_user
+from flask_socketio import Namespace, join_room
+
+from helpdesk.extensions import socketio
+
+AGENT_NAMESPACE = "/agents"
+ALL_AGENTS_ROOM = "agents"
+
+
+def ticket_room(number: int) -> str:
+    return f"ticket:{number}"
+
+
+def publish_after_commit(session: so.Session, event: str, payload: dict[str, Any], room: str = ALL_AGENTS_ROOM):
+    """Queue `event` for agents; it is emitted when `session` commits and dropped if it rolls back."""
+    session.info.setdefault("pending_events", []).append((event, payload, room))
+
+
+def _emit_pending(session: so.Session) -> None:
+    for event, payload, room in session.info.pop("pending_events", []):
+        socketio.emit(event, payload, namespace=AGENT_NAMESPACE, to=room)
+
+
+def _drop_pending(session: so.Session, previous_transaction: so.SessionTransaction) -> None:
+    # Only the outermost rollback discards the work; a savepoint rollback keeps what came before it.
+    if previous_transaction.parent is None:
+        session.info.pop("pending_events", None)
+
+
+def install_session_hooks() -> None:
+    """Emit queued events after commit and forget them after rollback (idempotent)."""
+    if not sa.event.contains(so.Session, "after_commit", _emit_pending):
+        sa.event.listen(so.Session, "after_commit", _emit_pending)
+        sa.event.listen(so.Session, "after_soft_rollback", _drop_pending)
+
+
+class AgentNamespace(Namespace):
+    """The agents' Socket.IO namespace: only logged-in agents connect."""
+
+    def on_connect(self, auth=None):
+        if not current_user.is_authenticated:
+            # Refusing in connect is the only reliable place: before_request does not run for sockets.
+            raise ConnectionRefusedError("login required")
+        join_room(ALL_AGENTS_ROOM)
+        join_room(f"agent:{current_user.id}")
+
+    def on_watch_ticket(self, data):
+        number = int((data or {}).get("number", 0))
+        if number > 0:
+            join_room(ticket_room(number), sid=request.sid)

@@ -1,0 +1,102 @@
+"""Ticket operations shared by ingest, agents and jobs: numbering, the audit trail, status changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from helpdesk.extensions import db
+from helpdesk.models import Agent, Customer, Priority, Ticket, TicketCounter, TicketEvent, TicketStatus, Tier
+from helpdesk.models.base import utcnow
+
+FIRST_TICKET_NUMBER = 1001
+
+
+def next_ticket_number() -> int:
+    """Take the next human ticket number inside the current transaction."""
+    # UPDATE ... RETURNING locks the counter row, so concurrent creators get distinct numbers.
+    number = db.session.scalar(
+        sa.update(TicketCounter)
+        .where(TicketCounter.id == 1)
+        .values(next_number=TicketCounter.next_number + 1)
+        .returning(TicketCounter.next_number)
+    )
+    if number is None:
+        raise RuntimeError("the ticket counter row is missing: run `flask --app wsgi db upgrade`")
+    return number - 1
+
+
+def record_event(
+    ticket: Ticket,
+    kind: str,
+    data: dict[str, Any] | None = None,
+    *,
+    reason: str | None = None,
+    agent: Agent | None = None,
+    customer: Customer | None = None,
+    actor_label: str | None = None,
+) -> TicketEvent:
+    """Add one audit-trail entry to `ticket`; the caller commits."""
+    if actor_label is None:
+        actor_label = agent.name if agent else (customer.display_name if customer else "system")
+    event = TicketEvent(
+        ticket=ticket,
+        kind=kind,
+        data=data or {},
+        reason=reason,
+        actor_agent_id=agent.id if agent else None,
+        actor_customer_id=customer.id if customer else None,
+        actor_label=actor_label[:100],
+    )
+    db.session.add(event)
+    return event
+
+
+def open_ticket(customer: Customer, channel, subject: str, *, reason: str) -> Ticket:
+    """Create a new ticket with defaults (first line, normal priority) and its creation event."""
+    ticket = Ticket(
+        number=next_ticket_number(),
+        subject=subject[:500],
+        channel=channel,
+        status=TicketStatus.NEW,
+        priority=Priority.NORMAL,
+        tier=Tier.FIRST_LINE,
+        customer=customer,
+    )
+    db.session.add(ticket)
+    record_event(ticket, "ticket.created", {"channel": str(channel)}, reason=reason, customer=customer)
+    return ticket
+
+
+def change_field(ticket: Ticket, field: str, value, *, agent: Agent | None = None, reason: str | None = None,
+                 actor_label: str | None = None) -> bool:
+    """Set one of the ticket's triage fields and record the change; return False if it was unchanged."""
+    old = getattr(ticket, field)
+    if old == value:
+        return False
+    setattr(ticket, field, value)
+    now = utcnow()
+    if field == "status":
+        if value == TicketStatus.SOLVED:
+            ticket.solved_at = now
+        elif value == TicketStatus.CLOSED:
+            ticket.closed_at = ticket.closed_at or now
+        else:
+            ticket.solved_at = None
+            ticket.closed_at = None
+    record_event(
+        ticket,
+        f"{field}.changed",
+        {"field": field, "old": _plain(old), "new": _plain(value)},
+        reason=reason,
+        agent=agent,
+        actor_label=actor_label,
+    )
+    return True
+
+
+def _plain(value):
+    if hasattr(value, "id") and hasattr(value, "__tablename__"):
+        return value.id
+    return None if value is None else str(value)

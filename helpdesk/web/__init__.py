@@ -1,0 +1,1 @@
+"""Blueprints: one per page family, views kept thin."""
