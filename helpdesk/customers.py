@@ -38,19 +38,26 @@ def _surviving(customer: Customer) -> Customer:
     return customer
 
 
-def _add_identity(customer: Customer, identity: SenderIdentity) -> CustomerIdentity:
-    """Attach `identity` to `customer`, or return the row another writer stored first."""
+def _add_identity(customer: Customer | None, identity: SenderIdentity) -> Customer:
+    """Attach `identity` to `customer` (a new customer when None); return whoever owns it afterwards.
+
+    When another writer stored the same identity first, nothing of ours is kept and their customer is
+    returned instead.
+    """
     try:
-        # A savepoint, so losing a race on the unique (kind, value) keeps the rest of the transaction.
+        # A savepoint around the new customer and its identity, so losing the race on the unique
+        # (kind, value) undoes both and keeps the rest of the transaction.
         with db.session.begin_nested():
-            row = CustomerIdentity(kind=identity.kind, value=identity.value)
-            customer.identities.append(row)
+            if customer is None:
+                customer = Customer(name=identity.display_name or "")
+                db.session.add(customer)
+            customer.identities.append(CustomerIdentity(kind=identity.kind, value=identity.value))
     except IntegrityError:
         existing = find_identity(identity.kind, identity.value)
         if existing is None:
             raise
-        return existing
-    return row
+        return _surviving(existing.customer)
+    return customer
 
 
 def resolve_customer(sender: SenderIdentity, other_identities: tuple[SenderIdentity, ...] = ()) -> Customer:
@@ -69,14 +76,7 @@ def resolve_customer(sender: SenderIdentity, other_identities: tuple[SenderIdent
             break
 
     if customer is None:
-        customer = Customer(name=sender.display_name or "")
-        db.session.add(customer)
-        row = _add_identity(customer, sender)
-        if row.customer is not customer:
-            # Another writer created this person a moment ago: use theirs, drop ours.
-            if customer in db.session:
-                db.session.expunge(customer)
-            customer = _surviving(row.customer)
+        customer = _add_identity(None, sender)
     elif not customer.name and sender.display_name:
         customer.name = sender.display_name
 

@@ -70,6 +70,9 @@ def ingest(inbound: InboundMessage) -> IngestResult:
 def _ingest_once(inbound: InboundMessage) -> IngestResult:
     begin_write()
     customer = resolve_customer(inbound.sender, inbound.other_identities)
+    # One customer's messages are threaded one at a time (PostgreSQL row lock; SQLite already holds the
+    # write lock), so two texts arriving together cannot both open a ticket.
+    db.session.execute(sa.select(Customer.id).where(Customer.id == customer.id).with_for_update())
     ticket, reason = find_thread(inbound, customer)
     is_new_ticket = False
     if ticket is not None and ticket.status == TicketStatus.CLOSED and not inbound.is_automatic:

@@ -176,3 +176,16 @@ def test_processes_racing_on_many_messages_from_new_senders_store_each_once(app_
     assert sum(1 for _, is_duplicate in results if not is_duplicate) == 20
     numbers = db.session.scalars(sa.select(Ticket.number)).all()
     assert len(numbers) == len(set(numbers))
+
+
+def test_simultaneous_texts_from_a_known_number_share_one_ticket(app_config):
+    from helpdesk.customers import resolve_customer
+
+    phones = [SenderIdentity(IdentityKind.PHONE, f"+4670123450{n}") for n in range(8)]
+    for phone in phones:
+        resolve_customer(phone)  # known from before, with no open ticket on this channel
+    db.session.commit()
+    batches = [[make_inbound(channel="sms", sender=phone) for phone in phones] for _ in range(3)]
+    _race(app_config, batches)
+    db.session.rollback()
+    assert (count(Message), count(Ticket), count(Customer)) == (24, 8, 8)
