@@ -141,5 +141,7 @@ def serve_command(host, port, with_jobs):
         click.echo(f"  {address:<22} {role.value:<6} {tier.label}")
     click.echo(f"Try the channel simulator at {url}simulator\n", nl=True)
     sys.stdout.flush()
+    # Flask ignores app.run() under its own CLI unless this marker is gone; serving is the point here.
+    os.environ.pop("FLASK_RUN_FROM_CLI", None)
     socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, use_reloader=False,
                  debug=os.environ.get("FLASK_DEBUG") == "1", log_output=True)

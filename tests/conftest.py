@@ -62,6 +62,9 @@ def app_config(database_url, tmp_path_factory) -> dict:
         "SECRET_KEY": "test-secret-key-not-for-production",
         "SQLALCHEMY_DATABASE_URI": database_url,
         "HELPDESK_JOBS_MODE": "inline",
+        # The test app keeps realtime events in-process so the Socket.IO test client sees them at once;
+        # tests of the Redis fan-out and of Celery start their own processes with REDIS_URL.
+        "REDIS_URL": None,
         "HELPDESK_OUTGOING_FOLDER": str(instance / "outgoing"),
         "HELPDESK_ATTACHMENT_FOLDER": str(instance / "attachments"),
         "RATELIMIT_STORAGE_URI": "memory://",
