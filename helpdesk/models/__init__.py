@@ -1,7 +1,7 @@
 """Every model, imported here so Alembic sees the whole schema."""
 
 from helpdesk.models.base import Base
-from helpdesk.models.channels import ChannelAccount, OutboxItem, OutboxState, QuarantinedMessage
+from helpdesk.models.channels import ChannelAccount, MailboxCursor, OutboxItem, OutboxState, QuarantinedMessage
 from helpdesk.models.customers import Customer, CustomerIdentity
 from helpdesk.models.people import Agent, AgentLanguage, ApiToken, Group, Role, Tier
 from helpdesk.models.tickets import (
@@ -28,6 +28,7 @@ __all__ = [
     "CustomerIdentity",
     "Direction",
     "Group",
+    "MailboxCursor",
     "Message",
     "OutboxItem",
     "OutboxState",

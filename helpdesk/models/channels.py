@@ -32,6 +32,28 @@ class ChannelAccount(Base, Timestamped):
     last_error: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
 
 
+class MailboxCursor(Base):
+    """Where polling of one mailbox folder stands, and which worker holds it right now."""
+
+    __tablename__ = "mailbox_cursor"
+    __table_args__ = (sa.UniqueConstraint("account_id", "folder"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    account_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("channel_account.id", ondelete="CASCADE"))
+    folder: so.Mapped[str] = so.mapped_column(sa.String(200), default="INBOX")
+    #: The folder's UIDVALIDITY when last_uid was read; a change means every UID was renumbered.
+    uid_validity: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    #: Highest UID whose message is committed (or deliberately skipped).
+    last_uid: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    #: A lease instead of a long transaction, so two workers never poll one mailbox at once on any database.
+    lease_owner: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    lease_until: so.Mapped[dt.datetime | None]
+    consecutive_failures: so.Mapped[int] = so.mapped_column(default=0)
+    #: Backoff after failures: no poll before this moment.
+    next_attempt_at: so.Mapped[dt.datetime | None]
+    last_polled_at: so.Mapped[dt.datetime | None]
+
+
 class OutboxState(enum.StrEnum):
     PENDING = "pending"
     SENDING = "sending"
