@@ -103,7 +103,9 @@ def register_namespaces(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     from helpdesk.cli import helpdesk_cli
+    from helpdesk.triage import commands as sla_commands
 
+    sla_commands.register(helpdesk_cli)
     app.cli.add_command(helpdesk_cli)
 
 

@@ -1,0 +1,1 @@
+"""Triage: business calendars and the SLA clock (pure: no database, no Flask)."""
