@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from channels.html import html_to_text, sanitize_html
 from channels.messages import InboundMessage
 from helpdesk.attachments import store_attachment
-from helpdesk.customers import resolve_customer
+from helpdesk.customers import normalize_identity, resolve_customer
 from helpdesk.database import begin_write
 from helpdesk.extensions import db
 from helpdesk.models import Customer, Direction, Message, Ticket, TicketStatus
@@ -61,6 +61,10 @@ def ingest(inbound: InboundMessage) -> IngestResult:
             if attempt == _ATTEMPTS:
                 raise IngestError(f"database unavailable: {error.orig}") from error
             log.warning("ingest of %s hit a database error (attempt %d): %s", inbound.dedupe_key, attempt, error)
+        except BaseException:
+            # Never leave a half-written transaction (and on SQLite, the write lock) behind.
+            db.session.rollback()
+            raise
     existing = find_message_by_dedupe_key(inbound.dedupe_key)
     if existing is not None:
         return IngestResult(existing, existing.ticket, True, False, "duplicate of a stored message")
@@ -69,7 +73,8 @@ def ingest(inbound: InboundMessage) -> IngestResult:
 
 def _ingest_once(inbound: InboundMessage) -> IngestResult:
     begin_write()
-    customer = resolve_customer(inbound.sender, inbound.other_identities)
+    sender = normalize_identity(inbound.sender)
+    customer = resolve_customer(sender, inbound.other_identities)
     # One customer's messages are threaded one at a time (PostgreSQL row lock; SQLite already holds the
     # write lock), so two texts arriving together cannot both open a ticket.
     db.session.execute(sa.select(Customer.id).where(Customer.id == customer.id).with_for_update())
@@ -102,7 +107,7 @@ def _ingest_once(inbound: InboundMessage) -> IngestResult:
         text=text,
         reply_text=inbound.reply_text,
         html=html,
-        address=inbound.sender.value,
+        address=sender.value,
         created_at=inbound.received_at or utcnow(),
     )
     message.attachments = [store_attachment(data) for data in inbound.attachments]

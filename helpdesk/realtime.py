@@ -54,6 +54,10 @@ class AgentNamespace(Namespace):
         join_room(f"agent:{current_user.id}")
 
     def on_watch_ticket(self, data):
-        number = int((data or {}).get("number", 0))
+        # The payload comes from the client as it is; anything but {"number": <int>} is ignored.
+        try:
+            number = int(data.get("number", 0))
+        except (AttributeError, TypeError, ValueError):
+            return
         if number > 0:
             join_room(ticket_room(number), sid=request.sid)

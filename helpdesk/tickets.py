@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from helpdesk.extensions import db
 from helpdesk.models import Agent, Customer, Priority, Ticket, TicketCounter, TicketEvent, TicketStatus, Tier
 from helpdesk.models.base import utcnow
+from helpdesk.realtime import publish_after_commit
 
 FIRST_TICKET_NUMBER = 1001
 
@@ -93,6 +94,8 @@ def change_field(ticket: Ticket, field: str, value, *, agent: Agent | None = Non
         agent=agent,
         actor_label=actor_label,
     )
+    publish_after_commit(db.session(), "ticket.updated",
+                         {"ticket": ticket.number, "field": field, "new": _plain(value)})
     return True
 
 

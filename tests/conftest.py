@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 import sqlalchemy as sa
+from flask import g, request_started
 
 from helpdesk import create_app
 from helpdesk.extensions import db, limiter
@@ -100,18 +101,33 @@ def _empty_tables() -> None:
     db.session.commit()
 
 
+def clear_g(*args, **extra) -> None:
+    """Empty `g`, as a fresh request in production would find it."""
+    for name in list(g):
+        g.pop(name)
+
+
 @pytest.fixture(autouse=True)
 def _app_context(request, app):
-    """Give every test an app context and an empty database afterwards."""
+    """Give every test an app context and an empty database afterwards.
+
+    Requests made during a test share the test's app context, so each starts with `g` emptied:
+    otherwise Flask-Login's cached user and Flask-WTF's cached CSRF token would carry over from one
+    request, or one client, to the next.
+    """
     if "no_app" in request.fixturenames:
         yield
         return
     with app.app_context():
         limiter.reset()
-        yield
-        db.session.rollback()
-        _empty_tables()
-        db.session.remove()
+        request_started.connect(clear_g, app)
+        try:
+            yield
+        finally:
+            request_started.disconnect(clear_g, app)
+            db.session.rollback()
+            _empty_tables()
+            db.session.remove()
 
 
 @pytest.fixture

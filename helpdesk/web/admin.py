@@ -10,13 +10,9 @@ from helpdesk.agents import AgentError, create_agent, find_agent_by_email, get_o
 from helpdesk.auth import role_required
 from helpdesk.extensions import db
 from helpdesk.models import Agent, Group, QuarantinedMessage, Role, Tier
-from helpdesk.web.forms import AgentForm
+from helpdesk.web.forms import AgentForm, split_commas
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-
-def _split(raw: str | None) -> list[str]:
-    return [part.strip() for part in (raw or "").split(",") if part.strip()]
 
 
 @bp.get("/agents")
@@ -41,8 +37,8 @@ def new_agent():
                 form.password.data or None,
                 role=Role(form.role.data),
                 tier=Tier(form.tier.data),
-                groups=[get_or_create_group(name) for name in _split(form.groups.data)],
-                languages=_split(form.languages.data),
+                groups=[get_or_create_group(name) for name in split_commas(form.groups.data)],
+                languages=split_commas(form.languages.data),
                 capacity=form.capacity.data,
             )
         except AgentError as error:
@@ -86,8 +82,8 @@ def edit_agent(agent_id: int):
                 agent.tier = Tier(form.tier.data)
                 agent.capacity = form.capacity.data
                 agent.is_active = form.is_active.data
-                agent.groups = [get_or_create_group(name) for name in _split(form.groups.data)]
-                agent.set_languages(_split(form.languages.data))
+                agent.groups = [get_or_create_group(name) for name in split_commas(form.groups.data)]
+                agent.set_languages(split_commas(form.languages.data))
                 db.session.commit()
                 flash(f"Agent {agent.email} saved.", "info")
                 return redirect(url_for("admin.agents"))

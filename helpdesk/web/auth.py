@@ -20,8 +20,11 @@ def _login_limit() -> str:
 
 
 def _is_safe_next(target: str | None) -> bool:
-    # Only local paths: an absolute URL here would make the login page an open redirect.
-    return bool(target) and target.startswith("/") and not target.startswith("//") and "\\" not in target
+    # Only local paths: an absolute URL here would make the login page an open redirect. Browsers read
+    # "\" as "/" and drop tabs and newlines, so "/\evil.com" and "/<TAB>/evil.com" both mean //evil.com.
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return False
+    return not any(ord(char) < 0x21 or ord(char) == 0x7F for char in target)
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import re
+
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
+from wtforms import (
+    BooleanField,
+    EmailField,
+    IntegerField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, ValidationError
 
 from helpdesk.models import Role, TicketStatus, Tier
 
-ROLE_CHOICES = [(role.value, role.value.capitalize()) for role in Role]
-TIER_CHOICES = [(tier.value, tier.label) for tier in Tier]
-STATUS_CHOICES = [(status.value, status.label) for status in TicketStatus]
+# SelectChoice, not (value, label) tuples: WTForms 3.3 deprecates tuples.
+ROLE_CHOICES = [SelectChoice(role.value, role.value.capitalize()) for role in Role]
+TIER_CHOICES = [SelectChoice(tier.value, tier.label) for tier in Tier]
+STATUS_CHOICES = [SelectChoice(status.value, status.label) for status in TicketStatus]
+
+_LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,4})?")
+
+
+def split_commas(raw: str | None) -> list[str]:
+    """Return the comma-separated names in `raw`, stripped, without blanks or repeats."""
+    # Repeats dropped: "Billing, Billing" would link an agent to the same group twice.
+    return list(dict.fromkeys(part.strip() for part in (raw or "").split(",") if part.strip()))
 
 
 class LoginForm(FlaskForm):
@@ -22,7 +42,9 @@ class LoginForm(FlaskForm):
 class ReplyForm(FlaskForm):
     text = TextAreaField("Reply", validators=[DataRequired(), Length(max=20000)])
     internal = BooleanField("Internal note (the customer does not see it)")
-    status = SelectField("Then set status", choices=[("", "Keep status")] + STATUS_CHOICES, validators=[Optional()])
+    status = SelectField(
+        "Then set status", choices=[SelectChoice("", "Keep status"), *STATUS_CHOICES], validators=[Optional()]
+    )
 
 
 class AgentForm(FlaskForm):
@@ -36,6 +58,16 @@ class AgentForm(FlaskForm):
     capacity = IntegerField("Capacity (open tickets)", default=10, validators=[NumberRange(min=0, max=1000)])
     is_active = BooleanField("Active", default=True)
 
+    # Checked here because the columns are short: PostgreSQL would fail with a 500, SQLite would keep them.
+    def validate_groups(self, field):
+        if any(len(name) > 100 for name in split_commas(field.data)):
+            raise ValidationError("A group name can be at most 100 characters long.")
+
+    def validate_languages(self, field):
+        for code in split_commas(field.data):
+            if not _LANGUAGE_CODE.fullmatch(code):
+                raise ValidationError(f"{code!r} is not a language code such as en, sv or pt-BR.")
+
 
 class ApiTokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=100)])
@@ -47,8 +79,12 @@ class PasswordForm(FlaskForm):
 
 
 class SimulatorForm(FlaskForm):
-    channel = SelectField("Channel", choices=[("email", "Email"), ("sms", "SMS"), ("whatsapp", "WhatsApp"),
-                                              ("chat", "Web chat")])
+    channel = SelectField("Channel", choices=[
+        SelectChoice("email", "Email"),
+        SelectChoice("sms", "SMS"),
+        SelectChoice("whatsapp", "WhatsApp"),
+        SelectChoice("chat", "Web chat"),
+    ])
     sender = StringField("From (email address, phone number or visitor id)",
                          validators=[DataRequired(), Length(max=254)])
     name = StringField("Sender name", validators=[Optional(), Length(max=200)])

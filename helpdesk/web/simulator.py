@@ -9,6 +9,8 @@ from flask_login import login_required
 
 from channels.identities import InvalidIdentity
 from channels.messages import ChannelName, IdentityKind, InboundMessage, SenderIdentity, ThreadHints
+from helpdesk.customers import normalize_identity
+from helpdesk.extensions import db
 from helpdesk.ingest import ingest
 from helpdesk.web.forms import SimulatorForm
 
@@ -24,12 +26,15 @@ _IDENTITY_KIND = {
 
 def simulated_message(channel: ChannelName, sender: str, name: str | None, subject: str | None, text: str,
                       reply_to_ticket: int | None) -> InboundMessage:
-    """Build the message a real channel would have produced for this input."""
+    """Build the message a real channel would have produced; raise InvalidIdentity for a bad sender."""
+    # Real channels hand ingest a normalized sender (the SenderIdentity contract), and the message keeps it
+    # as the address replies go to, so a typed "+46 70-123 45 67" must become "+46701234567" here.
+    identity = normalize_identity(SenderIdentity(_IDENTITY_KIND[channel], sender, name or None))
     token = uuid.uuid4().hex
     external_id = f"<simulated.{token}@simulator.localhost>" if channel is ChannelName.EMAIL else f"SIM{token}"
     return InboundMessage(
         channel=channel,
-        sender=SenderIdentity(_IDENTITY_KIND[channel], sender.strip(), name or None),
+        sender=identity,
         dedupe_key=f"simulator:{channel}:{token}",
         external_id=external_id,
         text=text,
@@ -48,11 +53,12 @@ def index():
     form = SimulatorForm()
     if form.validate_on_submit():
         channel = ChannelName(form.channel.data)
-        inbound = simulated_message(channel, form.sender.data, form.name.data, form.subject.data, form.text.data,
-                                    form.reply_to_ticket.data)
         try:
+            inbound = simulated_message(channel, form.sender.data, form.name.data, form.subject.data,
+                                        form.text.data, form.reply_to_ticket.data)
             result = ingest(inbound)
         except InvalidIdentity as error:
+            db.session.rollback()
             form.sender.errors.append(str(error))
             return render_template("simulator/index.html", form=form), 400
         verb = "opened" if result.is_new_ticket else "added to"

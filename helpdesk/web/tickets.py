@@ -22,7 +22,12 @@ bp = Blueprint("tickets", __name__, url_prefix="/tickets")
 def show(number: int):
     """Show the ticket with its messages and events."""
     ticket = get_ticket_or_404(number)
-    agents = db.session.scalars(sa.select(Agent).where(Agent.is_active.is_(True)).order_by(Agent.name)).all()
+    # A deactivated assignee stays in the list, so saving the other fields does not silently unassign them.
+    agents = db.session.scalars(
+        sa.select(Agent)
+        .where(sa.or_(Agent.is_active.is_(True), Agent.id == ticket.assignee_id))
+        .order_by(Agent.name)
+    ).all()
     return render_template(
         "tickets/show.html",
         ticket=ticket,
@@ -80,7 +85,7 @@ def update(number: int):
     if "assignee_id" in request.form:
         raw = request.form["assignee_id"]
         assignee = db.session.get(Agent, int(raw)) if raw.isdigit() else None
-        if raw and (assignee is None or not assignee.is_active):
+        if raw and (assignee is None or not (assignee.is_active or assignee.id == ticket.assignee_id)):
             db.session.rollback()
             abort(400, "That agent does not exist or is inactive.")
         change_field(ticket, "assignee", assignee, agent=current_user)
