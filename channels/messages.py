@@ -59,6 +59,48 @@ class ThreadHints:
 
 
 @dataclasses.dataclass(frozen=True)
+class EmailAddress:
+    """One mailbox from an address header (To, Cc)."""
+
+    #: Lower-cased bare address.
+    address: str
+    display_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BouncedRecipient:
+    """What a delivery-status report says about one recipient."""
+
+    recipient: str
+    #: RFC 3464 action: failed, delayed, delivered, relayed or expanded.
+    action: str | None = None
+    #: RFC 3463 status code such as 5.1.1.
+    status: str | None = None
+    diagnostic_code: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BounceReport:
+    """A delivery-status notification: which recipient failed, how, and for which message we sent."""
+
+    #: The first recipient that failed (else the first one reported), with its action and status.
+    recipient: str | None = None
+    action: str | None = None
+    status: str | None = None
+    diagnostic_code: str | None = None
+    #: Message-ID of the mail that bounced, from the returned message or headers, when included.
+    original_message_id: str | None = None
+    recipients: tuple[BouncedRecipient, ...] = ()
+
+    @property
+    def is_failure(self) -> bool:
+        """Tell whether delivery failed for good (not just a delay warning)."""
+        if not self.recipients:
+            return True
+        return any(r.action == "failed" or (r.status or "").startswith("5") for r in self.recipients)
+
+
+@dataclasses.dataclass(frozen=True)
 class InboundMessage:
     channel: ChannelName
     sender: SenderIdentity
@@ -78,6 +120,17 @@ class InboundMessage:
     is_automatic: bool = False
     #: Extra identities the sender revealed (a chat visitor who gave an email address).
     other_identities: tuple[SenderIdentity, ...] = ()
+    #: Email only: the To and Cc recipients.
+    to: tuple[EmailAddress, ...] = ()
+    cc: tuple[EmailAddress, ...] = ()
+    #: When the sender says it was sent (the email Date header); sender-controlled, so not for ordering.
+    sent_at: dt.datetime | None = None
+    #: Why the message counts as automatic (a header or subject the filters recognized).
+    automatic_reason: str | None = None
+    #: A delivery failure report about a message we sent; `bounce` says which one and why.
+    is_bounce: bool = False
+    #: Any delivery-status report, including delay warnings that are not (yet) bounces.
+    bounce: BounceReport | None = None
 
 
 @dataclasses.dataclass(frozen=True)
