@@ -73,16 +73,24 @@ def init_extensions(app: Flask) -> None:
 
 
 def init_channels(app: Flask) -> None:
-    """Build the registry of outgoing channels; on the embedded default all of them write to a folder."""
+    """Build the outgoing channels and the mail pollers; by default every channel writes to a folder."""
     from channels.base import ChannelRegistry
+    from channels.email.smtp import SmtpChannel, SmtpSettings
     from channels.local import LocalLogChannel
     from channels.messages import ChannelName
+    from helpdesk.mailboxes import poll_all_mailboxes
 
     registry = ChannelRegistry()
     folder = pathlib.Path(app.config["HELPDESK_OUTGOING_FOLDER"])
     for name in ChannelName:
         registry.register(LocalLogChannel(name, folder, app.config["HELPDESK_SUPPORT_ADDRESS"]))
+    if app.config.get("HELPDESK_SMTP_URL"):
+        smtp = SmtpSettings.from_url(app.config["HELPDESK_SMTP_URL"])
+        registry.register(SmtpChannel(smtp, app.config["HELPDESK_SUPPORT_ADDRESS"]))
     app.extensions["helpdesk.channels"] = registry
+    # Called by the poll_mailboxes job inside an app context; mailboxes come from the database and
+    # HELPDESK_IMAP_URL at each call, so accounts added later are polled too.
+    app.extensions["helpdesk.mail_pollers"] = [poll_all_mailboxes]
 
 
 def register_blueprints(app: Flask) -> None:
@@ -102,10 +110,12 @@ def register_namespaces(app: Flask) -> None:
 
 
 def register_cli(app: Flask) -> None:
+    from helpdesk import mail_commands
     from helpdesk.cli import helpdesk_cli
     from helpdesk.triage import commands as sla_commands
 
     sla_commands.register(helpdesk_cli)
+    mail_commands.register(helpdesk_cli)
     app.cli.add_command(helpdesk_cli)
 
 

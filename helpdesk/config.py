@@ -53,6 +53,23 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         "HELPDESK_ATTACHMENT_FOLDER": env.get("HELPDESK_ATTACHMENT_FOLDER") or str(instance_path / "attachments"),
         "HELPDESK_MAX_ATTACHMENT_BYTES": int(env.get("HELPDESK_MAX_ATTACHMENT_BYTES", 20 * 1024 * 1024)),
         "HELPDESK_SUPPORT_ADDRESS": env.get("HELPDESK_SUPPORT_ADDRESS", "support@helpdesk.localhost"),
+        # A mailbox to poll besides those admins configure: imaps://user:password@host/INBOX (imap:// is
+        # plain text, imap+starttls:// upgrades; ?move_to=Folder moves handled mail instead of flagging it).
+        "HELPDESK_IMAP_URL": env.get("HELPDESK_IMAP_URL") or None,
+        # Replies go out through this server (smtp://, smtps://, smtp+starttls://); unset, they are written
+        # as .eml files to HELPDESK_OUTGOING_FOLDER.
+        "HELPDESK_SMTP_URL": env.get("HELPDESK_SMTP_URL") or None,
+        "HELPDESK_IMAP_MESSAGES_PER_RUN": int(env.get("HELPDESK_IMAP_MESSAGES_PER_RUN", 50)),
+        # Bytes of mail one poll downloads before leaving the rest to the next; a bigger message still comes
+        # whole, alone in its poll (oversized attachments are refused at ingest, the message is kept).
+        "HELPDESK_IMAP_BYTES_PER_RUN": int(env.get("HELPDESK_IMAP_BYTES_PER_RUN", 64 * 1024 * 1024)),
+        # How long `fetch-mail` waits in IDLE (or sleeps) between polls.
+        "HELPDESK_IMAP_IDLE_SECONDS": float(env.get("HELPDESK_IMAP_IDLE_SECONDS", 300)),
+        "HELPDESK_IMAP_TIMEOUT_SECONDS": float(env.get("HELPDESK_IMAP_TIMEOUT_SECONDS", 30)),
+        # A worker's claim on a mailbox; renewed as it stores mail, taken over once it lapses (a crash).
+        "HELPDESK_IMAP_LEASE_SECONDS": float(env.get("HELPDESK_IMAP_LEASE_SECONDS", 300)),
+        "HELPDESK_IMAP_RECONNECT_DELAY_SECONDS": float(env.get("HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 1)),
+        "HELPDESK_IMAP_FAILURES_BEFORE_UNHEALTHY": int(env.get("HELPDESK_IMAP_FAILURES_BEFORE_UNHEALTHY", 5)),
         # In-process background jobs (embedded default) unless Celery is used.
         "HELPDESK_RUN_JOBS_IN_PROCESS": env.get("HELPDESK_RUN_JOBS_IN_PROCESS", "1" if not redis_url else "0")
         == "1",

@@ -1,0 +1,468 @@
+"""New mail from one IMAP folder: UID cursor, headers first, acknowledged only after commit.
+
+The poller knows nothing about tickets. It is handed `on_message(raw) -> bool`, which returns True once
+the message is committed (stored or kept aside), and `is_known(message_id) -> bool`, which tells whether a
+Message-ID is stored already; the cursor (UIDVALIDITY plus the last handled UID) lives behind a small
+`CursorStore`, so the caller decides where it is persisted.
+
+    report = MailboxPoller(settings, store, on_message, is_known).poll(limit=50)
+    # -> PollReport(stored=3, skipped_known=1, failed_uids=[], has_more=False, ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.parser
+import email.policy
+import enum
+import imaplib
+import logging
+import re
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Protocol
+
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
+
+log = logging.getLogger(__name__)
+
+SEEN = b"\\Seen"
+DELETED = b"\\Deleted"
+_HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
+# BODY.PEEK, unlike BODY or RFC822, never sets \Seen on its own: the flag is ours to set after commit.
+_BODY_ITEM = "BODY.PEEK[]"
+_SIZE_ITEM = b"RFC822.SIZE"
+_MESSAGE_ID = re.compile(r"<([^<>]+)>")
+#: Longer ids are stored by a digest (see channels.email.parse); those are not looked up before download.
+_MAX_ID_LENGTH = 250
+#: The connection broke (reset, refused, timed out, server said BYE); a reconnect may help.
+DROPPED = (OSError, imaplib.IMAP4.abort)
+
+
+class Security(enum.StrEnum):
+    NONE = "none"
+    TLS = "tls"
+    STARTTLS = "starttls"
+
+
+_URL_SCHEMES = {"imap": Security.NONE, "imaps": Security.TLS, "imap+starttls": Security.STARTTLS}
+
+
+@dataclasses.dataclass(frozen=True)
+class MailboxSettings:
+    host: str
+    user: str
+    password: str = dataclasses.field(repr=False)
+    port: int | None = None
+    security: Security = Security.TLS
+    folder: str = "INBOX"
+    #: Move handled mail here instead of flagging it \Seen.
+    move_to: str | None = None
+    #: Seconds to wait for the server on connect and on each reply.
+    timeout: float = 30.0
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security is Security.TLS else 143)
+
+    @classmethod
+    def from_url(cls, url: str, **overrides) -> MailboxSettings:
+        """Read `imap[s]://user:password@host[:port][/FOLDER][?move_to=FOLDER]` (`imap+starttls://` too)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in _URL_SCHEMES:
+            raise ValueError(f"not an IMAP URL (imap://, imaps:// or imap+starttls://): {parts.scheme}://…")
+        if not parts.hostname or parts.username is None:
+            raise ValueError("an IMAP URL needs a user and a host: imaps://user:password@host/INBOX")
+        query = urllib.parse.parse_qs(parts.query)
+        fields = {
+            "host": parts.hostname,
+            "port": parts.port,
+            "user": urllib.parse.unquote(parts.username),
+            "password": urllib.parse.unquote(parts.password or ""),
+            "security": _URL_SCHEMES[parts.scheme],
+            "folder": urllib.parse.unquote(parts.path.lstrip("/")) or "INBOX",
+            "move_to": query["move_to"][0] if query.get("move_to") else None,
+        }
+        fields.update(overrides)
+        return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cursor:
+    #: The folder's UIDVALIDITY when last_uid was read; None before the first poll.
+    uid_validity: int | None = None
+    #: Every UID up to this one is handled (committed, or known already).
+    last_uid: int = 0
+
+
+class CursorStore(Protocol):
+    def load(self) -> Cursor: ...
+
+    #: Called after every handled message, even when the cursor could not move; may raise to stop the run.
+    def save(self, cursor: Cursor) -> None: ...
+
+
+@dataclasses.dataclass
+class PollReport:
+    #: Handed to on_message and committed.
+    stored: int = 0
+    #: Known Message-IDs, acknowledged without downloading their bodies.
+    skipped_known: int = 0
+    #: Handed over but not committed (on_message raised or said no); left unacknowledged.
+    failed_uids: list[int] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    #: The folder was renumbered since the cursor was saved; it was read again from the start.
+    uid_validity_changed: bool = False
+    #: The per-run cap stopped the run before the folder was drained.
+    has_more: bool = False
+    reconnects: int = 0
+    bytes_downloaded: int = 0
+    #: The folder's UIDNEXT when last read: mail that arrives later gets this UID or a higher one.
+    uid_next: int | None = None
+
+
+class MailboxError(Exception):
+    """The mailbox could not be polled; `report` holds what was done before that."""
+
+    def __init__(self, message: str, report: PollReport | None = None):
+        super().__init__(message)
+        self.report = report or PollReport()
+
+
+class MailboxLoginError(MailboxError):
+    """The server refused the login (wrong password, locked account)."""
+
+
+class MailboxUnavailable(MailboxError):
+    """The server could not be reached, or kept dropping the connection."""
+
+
+ClientFactory = Callable[..., IMAPClient]
+
+
+def connect(settings: MailboxSettings, client_factory: ClientFactory = IMAPClient,
+            ssl_context: ssl.SSLContext | None = None) -> IMAPClient:
+    """Open a logged-in connection; raise MailboxLoginError, or an OSError when the server is unreachable."""
+    context = ssl_context or ssl.create_default_context()
+    is_tls = settings.security is Security.TLS
+    client = client_factory(settings.host, port=settings.effective_port, ssl=is_tls, ssl_context=context,
+                            timeout=settings.timeout)
+    try:
+        if settings.security is Security.STARTTLS:
+            client.starttls(context)
+        client.login(settings.user, settings.password)
+    except imaplib.IMAP4.abort:
+        discard(client)
+        raise
+    except LoginError as error:
+        discard(client)
+        reason = _text(error)
+        raise MailboxLoginError(f"{settings.host} refused the login for {settings.user}: {reason}") from None
+    except IMAPClient.Error as error:
+        discard(client)
+        raise MailboxError(f"{settings.host}: {_text(error)}") from None
+    except BaseException:
+        discard(client)
+        raise
+    return client
+
+
+def discard(client: IMAPClient | None) -> None:
+    """Log out, or just close the socket when the connection is already broken."""
+    if client is None:
+        return
+    try:
+        client.logout()
+    except Exception:  # the connection is gone anyway; only the socket needs closing
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+
+
+class MailboxPoller:
+    """Hands new mail of one folder to `on_message`, oldest first, and acknowledges what was committed."""
+
+    def __init__(
+        self,
+        settings: MailboxSettings,
+        cursor_store: CursorStore,
+        on_message: Callable[[bytes], bool],
+        is_known: Callable[[str], bool],
+        *,
+        client_factory: ClientFactory = IMAPClient,
+        ssl_context: ssl.SSLContext | None = None,
+        max_reconnects: int = 4,
+        reconnect_delay: float = 1.0,
+        max_reconnect_delay: float = 30.0,
+        max_run_bytes: int | None = 64 * 1024 * 1024,
+        header_batch: int = 200,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.settings = settings
+        self.cursor_store = cursor_store
+        self.on_message = on_message
+        self.is_known = is_known
+        self.client_factory = client_factory
+        self.ssl_context = ssl_context
+        self.max_reconnects = max_reconnects
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        #: Bodies downloaded per run, by RFC822.SIZE. Every message is handed over whole, however large (the
+        #: ingest side refuses oversized attachments and keeps the message); a message bigger than this
+        #: still goes, alone in its run, so nothing is ever skipped for its size.
+        self.max_run_bytes = max_run_bytes
+        self.header_batch = header_batch
+        self.sleep = sleep
+        self._client: IMAPClient | None = None
+
+    def __enter__(self) -> MailboxPoller:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        discard(self._client)
+        self._client = None
+
+    def poll(self, limit: int = 50) -> PollReport:
+        """Hand over up to `limit` new messages; reconnect with backoff if the server drops mid-run."""
+        report = PollReport()
+        run = _Run(limit)
+        try:
+            try:
+                self._connect()
+            except DROPPED as error:
+                # Not retried here: the caller schedules the next attempt and counts the failure.
+                raise MailboxUnavailable(f"cannot reach {self._where()}: {error}") from None
+            while True:
+                try:
+                    self._drain(run, report)
+                    return report
+                except DROPPED as error:
+                    self.close()
+                    self._reconnect(report, error)
+        except MailboxError as error:
+            error.report = report
+            raise
+
+    def _connect(self) -> IMAPClient:
+        if self._client is None:
+            self._client = connect(self.settings, self.client_factory, self.ssl_context)
+        return self._client
+
+    def _reconnect(self, report: PollReport, error: BaseException) -> None:
+        while report.reconnects < self.max_reconnects:
+            delay = min(self.max_reconnect_delay, self.reconnect_delay * 2 ** report.reconnects)
+            report.reconnects += 1
+            log.warning("lost %s (%s); reconnecting in %.1f s", self._where(), error, delay)
+            self.sleep(delay)
+            try:
+                self._connect()
+                return
+            except DROPPED as next_error:
+                error = next_error
+        raise MailboxUnavailable(
+            f"{self._where()} still failing after {report.reconnects} reconnects: {error}")
+
+    def _where(self) -> str:
+        settings = self.settings
+        return f"{settings.user}@{settings.host}:{settings.effective_port}/{settings.folder}"
+
+    def _drain(self, run: _Run, report: PollReport) -> None:
+        client = self._connect()
+        try:
+            selected = client.select_folder(self.settings.folder)
+        except imaplib.IMAP4.abort:
+            raise
+        except IMAPClient.Error as error:
+            raise MailboxError(f"cannot open {self._where()}: {_text(error)}") from None
+        report.uid_next = selected.get(b"UIDNEXT")
+        cursor = self._checked_cursor(int(selected[b"UIDVALIDITY"]), run, report)
+        # "UID n:*" always matches the highest UID, even below n, so the filter below is needed.
+        found = client.search(["UID", f"{cursor.last_uid + 1}:*", "NOT", "DELETED"])
+        uids = sorted(uid for uid in found if uid > cursor.last_uid and uid not in run.handled)
+        for start in range(0, len(uids), self.header_batch):
+            batch = uids[start:start + self.header_batch]
+            headers = client.fetch(batch, [_HEADER_ITEM, "FLAGS", "RFC822.SIZE"])
+            for uid in batch:
+                if run.downloads >= run.limit:
+                    report.has_more = True
+                    return
+                try:
+                    cursor = self._handle(client, uid, headers.get(uid), cursor, run, report)
+                except _RunIsFull:
+                    report.has_more = True
+                    return
+
+    def _checked_cursor(self, uid_validity: int, run: _Run, report: PollReport) -> Cursor:
+        cursor = self.cursor_store.load()
+        if cursor.uid_validity == uid_validity:
+            return cursor
+        if cursor.uid_validity is not None:
+            # Every UID was renumbered: read the folder again from the start. Known Message-IDs are skipped
+            # before their bodies are downloaded, so nothing is stored twice.
+            log.warning("UIDVALIDITY of %s changed from %s to %s; reading the folder again",
+                        self._where(), cursor.uid_validity, uid_validity)
+            report.uid_validity_changed = True
+            run.handled.clear()
+            run.failed.clear()
+        cursor = Cursor(uid_validity, 0)
+        self.cursor_store.save(cursor)
+        return cursor
+
+    def _handle(self, client: IMAPClient, uid: int, header: dict | None, cursor: Cursor, run: _Run,
+                report: PollReport) -> Cursor:
+        if header is None:
+            # Expunged since the search: nothing left to store.
+            return self._advance(cursor, uid, run)
+        message_id = _message_id(header)
+        if message_id is not None and self.is_known(message_id):
+            # Flagged already when it sits behind a message the cursor waits for; no need to say it again.
+            if self.settings.move_to or SEEN not in header.get(b"FLAGS", ()):
+                self._acknowledge(client, uid, report)
+            report.skipped_known += 1
+            return self._advance(cursor, uid, run)
+        size = int(header.get(_SIZE_ITEM) or 0)
+        if run.downloads and self.max_run_bytes and report.bytes_downloaded + size > self.max_run_bytes:
+            raise _RunIsFull
+        raw = self._download(client, uid)
+        if raw is None:
+            return self._advance(cursor, uid, run)
+        run.downloads += 1
+        report.bytes_downloaded += len(raw)
+        try:
+            committed = bool(self.on_message(raw))
+            problem = None if committed else "not committed"
+        except Exception as error:  # one message must not block the mailbox; the next run tries it again
+            log.exception("UID %s of %s could not be handed over", uid, self._where())
+            committed, problem = False, f"{type(error).__name__}: {error}"
+        if not committed:
+            run.failed.add(uid)
+            run.handled.add(uid)
+            report.failed_uids.append(uid)
+            report.errors.append(f"UID {uid}: {problem}")
+            return cursor
+        report.stored += 1
+        self._acknowledge(client, uid, report)
+        return self._advance(cursor, uid, run)
+
+    def _advance(self, cursor: Cursor, uid: int, run: _Run) -> Cursor:
+        run.handled.add(uid)
+        # While an earlier message is not committed, the cursor waits below it, so the next run tries that
+        # one again (what was committed after it is then skipped by Message-ID, headers only). It is saved
+        # all the same: saving is how a store renews its hold on the mailbox.
+        if not run.failed:
+            cursor = Cursor(cursor.uid_validity, uid)
+        self.cursor_store.save(cursor)
+        return cursor
+
+    def _download(self, client: IMAPClient, uid: int) -> bytes | None:
+        fetched = client.fetch([uid], [_BODY_ITEM]).get(uid)
+        if fetched is None:
+            return None
+        for key, value in fetched.items():
+            if key.startswith(b"BODY[") and key.endswith(b"]"):
+                return bytes(value or b"")
+        return None
+
+    def _acknowledge(self, client: IMAPClient, uid: int, report: PollReport) -> None:
+        move_to = self.settings.move_to
+        try:
+            if not move_to:
+                client.add_flags([uid], [SEEN], silent=True)
+            elif client.has_capability("MOVE"):
+                client.move([uid], move_to)
+            else:
+                client.copy([uid], move_to)
+                client.add_flags([uid], [SEEN, DELETED], silent=True)
+                if client.has_capability("UIDPLUS"):
+                    client.uid_expunge([uid])
+        except imaplib.IMAP4.abort:
+            raise
+        except IMAPClient.Error as error:
+            # A refusal (read-only folder, missing target folder) is reported, not retried: the message is
+            # committed, and acknowledging it again next run would be refused again.
+            log.error("could not acknowledge UID %s of %s: %s", uid, self._where(), _text(error))
+            report.errors.append(f"UID {uid}: not acknowledged: {_text(error)}")
+
+
+def wait_for_new_mail(settings: MailboxSettings, timeout: float, *, uid_next: int | None = None,
+                      client_factory: ClientFactory = IMAPClient, ssl_context: ssl.SSLContext | None = None,
+                      sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Wait up to `timeout` s for mail (IDLE, else sleep); tell whether some arrived.
+
+    `uid_next` is PollReport.uid_next from the last poll: mail that came in since then is announced at once,
+    though IDLE itself only tells of mail arriving after it started.
+    """
+    deadline = time.monotonic() + timeout
+    client = None
+    try:
+        client = connect(settings, client_factory, ssl_context)
+        selected = client.select_folder(settings.folder, readonly=True)
+        if uid_next is not None and selected.get(b"UIDNEXT", uid_next) > uid_next:
+            return True
+        if not client.has_capability("IDLE"):
+            sleep(max(0.0, deadline - time.monotonic()))
+            return False
+        client.idle()
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                # Servers also send keep-alives ("* OK Still here"); only EXISTS means new mail.
+                responses = client.idle_check(remaining)
+                if any(len(response) > 1 and response[1] == b"EXISTS" for response in responses):
+                    return True
+            return False
+        finally:
+            client.idle_done()
+    except (*DROPPED, MailboxError, IMAPClient.Error) as error:
+        log.warning("cannot wait for mail on %s@%s: %s", settings.user, settings.host, error)
+        sleep(max(0.0, deadline - time.monotonic()))
+        return False
+    finally:
+        discard(client)
+
+
+class _RunIsFull(Exception):
+    """The next body would take the run past its byte budget; the next run goes on from here."""
+
+
+@dataclasses.dataclass
+class _Run:
+    """What one poll() has done so far; it survives reconnects within the run."""
+
+    limit: int
+    downloads: int = 0
+    handled: set[int] = dataclasses.field(default_factory=set)
+    failed: set[int] = dataclasses.field(default_factory=set)
+
+
+def _message_id(fetched: dict) -> str | None:
+    """Return the Message-ID the parser will store this message under, or None when unsure.
+
+    A wrong id here could skip a message that is not stored, so anything unusual (no angle brackets,
+    spaces, 8-bit bytes, a very long id) gives None: the body is downloaded and ingest deduplicates it.
+    """
+    for key, value in fetched.items():
+        if key.startswith(b"BODY[HEADER.FIELDS"):
+            parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+            header = parser.parsebytes(bytes(value or b""))
+            raw = next((str(text) for name, text in header.raw_items() if name.lower() == "message-id"), "")
+            found = [candidate for candidate in _MESSAGE_ID.findall(raw) if candidate.strip()]
+            if not found:
+                return None
+            message_id = f"<{found[0]}>"
+            is_plain = message_id.isascii() and not any(character.isspace() for character in message_id)
+            return message_id if is_plain and len(message_id) <= _MAX_ID_LENGTH else None
+    return None
+
+
+def _text(error: BaseException) -> str:
+    detail = error.args[0] if error.args else error
+    if isinstance(detail, bytes):
+        return detail.decode("utf-8", errors="replace")
+    return str(detail)

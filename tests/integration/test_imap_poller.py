@@ -1,0 +1,494 @@
+"""Mail in through a real Dovecot: headers first, acknowledged after commit, one poller per mailbox."""
+
+import datetime as dt
+import threading
+import time
+import urllib.parse
+
+import pytest
+import sqlalchemy as sa
+from flask.cli import AppGroup
+from imapclient import IMAPClient
+from sqlalchemy.exc import OperationalError
+
+from channels.email.imap import (
+    Cursor,
+    MailboxPoller,
+    MailboxSettings,
+    Security,
+    wait_for_new_mail,
+)
+from channels.email.parse import parse_email
+from channels.messages import ChannelName
+from helpdesk.email_intake import ingest_raw_email
+from helpdesk.extensions import db
+from helpdesk.jobs import poll_mailboxes
+from helpdesk.mail_commands import register
+from helpdesk.mailboxes import is_known_message_id, poll_all_mailboxes, poll_each_mailbox
+from helpdesk.models import ChannelAccount, MailboxCursor, Message, QuarantinedMessage, Ticket
+from helpdesk.models.base import utcnow
+from tests.fakes.dovecot import AWKWARD_USER, LOCKED_REASON, LOCKED_USER, running_dovecot
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def dovecot_server():
+    with running_dovecot() as server:
+        yield server
+
+
+@pytest.fixture
+def mailbox(dovecot_server):
+    """A fresh, empty mailbox on the module's Dovecot (started again if a test left it stopped)."""
+    if not dovecot_server.is_running:
+        dovecot_server.start()
+    return dovecot_server.new_account()
+
+
+def raw_email(message_id, *, sender="maria@example.org", subject="Invoice shows the wrong VAT",
+              body="Hello, the VAT on invoice 42 is wrong.", in_reply_to=None) -> bytes:
+    headers = [f"From: {sender}", "To: support@example.com", f"Subject: {subject}",
+               f"Message-ID: {message_id}", "Date: Mon, 23 Nov 2026 09:00:00 +0100",
+               "Content-Type: text/plain; charset=utf-8"]
+    if in_reply_to:
+        headers += [f"In-Reply-To: {in_reply_to}", f"References: {in_reply_to}"]
+    return ("\r\n".join(headers) + "\r\n\r\n" + body + "\r\n").encode()
+
+
+def email_account(mailbox, **settings) -> ChannelAccount:
+    """Configure `mailbox` as an email account, the way an admin would."""
+    account = ChannelAccount(
+        channel=ChannelName.EMAIL,
+        name=f"Support {mailbox.user}",
+        settings={"host": mailbox.server.host, "port": mailbox.server.port, "security": "none",
+                  "user": mailbox.user, **settings},
+        secrets={"password": mailbox.password},
+    )
+    db.session.add(account)
+    db.session.commit()
+    return account
+
+
+def settings_for(mailbox, **overrides) -> MailboxSettings:
+    return MailboxSettings(host=mailbox.server.host, port=mailbox.server.port, security=Security.NONE,
+                           user=mailbox.user, password=mailbox.password, timeout=10, **overrides)
+
+
+def cursor_of(account) -> MailboxCursor:
+    db.session.expire_all()
+    return db.session.scalars(sa.select(MailboxCursor).where(MailboxCursor.account_id == account.id)).one()
+
+
+def stored_ids() -> list[str]:
+    return sorted(db.session.scalars(sa.select(Message.external_id)))
+
+
+class Spy:
+    """Provides an IMAPClient class (`spy.client`) that notes which bodies it downloads and what it flags."""
+
+    def __init__(self, on_body=None):
+        self.bodies, self.flagged = [], []
+        spy = self
+
+        class SpyClient(IMAPClient):
+            def fetch(self, messages, data, modifiers=None):
+                result = super().fetch(messages, data, modifiers)
+                if "BODY.PEEK[]" in data:
+                    spy.bodies.extend(messages)
+                    if on_body is not None:
+                        on_body(len(spy.bodies))
+                return result
+
+            def add_flags(self, messages, flags, silent=False):
+                spy.flagged.extend(messages)
+                return super().add_flags(messages, flags, silent)
+
+        self.client = SpyClient
+
+
+class MemoryCursor:
+    def __init__(self):
+        self.cursor = Cursor()
+
+    def load(self):
+        return self.cursor
+
+    def save(self, cursor):
+        self.cursor = cursor
+
+
+def test_mail_appended_to_the_inbox_becomes_tickets_and_a_reply_joins_its_ticket(mailbox):
+    account = email_account(mailbox)
+    mailbox.append(raw_email("<vat-1@example.org>"))
+    mailbox.append(raw_email("<login-1@example.net>", sender="sam@example.net", subject="Cannot log in"))
+    mailbox.append(raw_email("<vat-2@example.org>", subject="Re: Invoice shows the wrong VAT",
+                             body="Any news?", in_reply_to="<vat-1@example.org>"))
+
+    assert poll_all_mailboxes() == 3
+
+    tickets = {message.external_id: message.ticket_id for message in db.session.scalars(sa.select(Message))}
+    assert tickets["<vat-2@example.org>"] == tickets["<vat-1@example.org>"]
+    assert tickets["<login-1@example.net>"] != tickets["<vat-1@example.org>"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Ticket)) == 2
+    assert mailbox.seen_uids() == [1, 2, 3]
+    cursor = cursor_of(account)
+    assert (cursor.uid_validity, cursor.last_uid) == (mailbox.uid_validity(), 3)
+    assert cursor.lease_owner is None and cursor.last_polled_at is not None
+    assert poll_all_mailboxes() == 0
+
+
+def test_a_message_is_flagged_seen_only_once_committed_and_an_outage_leaves_it_for_the_next_run(mailbox):
+    uids = [mailbox.append(raw_email(f"<m{n}@example.org>", sender=f"c{n}@example.org")) for n in (1, 2, 3)]
+    seen_while_storing = {}
+
+    def store_during_outage(raw):
+        message_id = parse_email(raw).external_id
+        seen_while_storing[message_id] = mailbox.seen_uids()
+        if message_id == "<m2@example.org>":
+            # The database went away before even the quarantine could be written: nothing is committed.
+            raise OperationalError("INSERT INTO quarantined_message", {}, ConnectionError("server closed"))
+        ingest_raw_email(raw, "imap:test")
+        return True
+
+    cursor = MemoryCursor()
+    with MailboxPoller(settings_for(mailbox), cursor, store_during_outage, is_known_message_id) as poller:
+        report = poller.poll()
+
+    # Each message was still unflagged while it was being stored; only committed ones were flagged after.
+    assert seen_while_storing == {"<m1@example.org>": [], "<m2@example.org>": [uids[0]],
+                                  "<m3@example.org>": [uids[0]]}
+    assert (report.stored, report.failed_uids) == (2, [uids[1]])
+    assert mailbox.seen_uids() == [uids[0], uids[2]]
+    assert stored_ids() == ["<m1@example.org>", "<m3@example.org>"]
+    # The cursor waits below the message that was not stored, so the next run comes back for it.
+    assert cursor.cursor.last_uid == uids[0]
+
+    spy = Spy()
+
+    def store(raw):
+        ingest_raw_email(raw, "imap:test")
+        return True
+
+    with MailboxPoller(settings_for(mailbox), cursor, store, is_known_message_id,
+                       client_factory=spy.client) as poller:
+        report = poller.poll()
+    assert (report.stored, report.skipped_known, report.failed_uids) == (1, 1, [])
+    assert spy.bodies == [uids[1]]
+    assert spy.flagged == [uids[1]]  # the third is flagged already: known, and not flagged again
+    assert mailbox.seen_uids() == uids
+    assert stored_ids() == ["<m1@example.org>", "<m2@example.org>", "<m3@example.org>"]
+    assert cursor.cursor.last_uid == uids[2]
+
+
+def test_mail_that_cannot_be_parsed_is_quarantined_and_then_acknowledged(mailbox):
+    account = email_account(mailbox)
+    mailbox.append(b"Subject: no sender\r\nMessage-ID: <nobody@example.org>\r\n\r\nWho sent this?\r\n")
+    mailbox.append(raw_email("<fine@example.org>"))
+
+    # Both are taken in: one stored, one kept in quarantine for an admin; neither blocks the mailbox.
+    assert poll_all_mailboxes() == 2
+
+    [quarantined] = db.session.scalars(sa.select(QuarantinedMessage))
+    assert quarantined.source == f"imap:{account.name}" and b"Who sent this?" in quarantined.raw
+    assert stored_ids() == ["<fine@example.org>"]
+    assert mailbox.seen_uids() == [1, 2]
+    assert cursor_of(account).last_uid == 2
+
+
+def test_mail_already_stored_is_acknowledged_without_downloading_its_body(mailbox):
+    email_account(mailbox)
+    raws = [raw_email(f"<k{n}@example.org>", sender=f"k{n}@example.org") for n in (1, 2, 3, 4)]
+    for raw in raws[:2]:
+        ingest_raw_email(raw, "pipe")  # these two arrived earlier by another route
+    uids = [mailbox.append(raw) for raw in raws]
+    spy = Spy()
+
+    [outcome] = poll_each_mailbox(client_factory=spy.client)
+
+    assert (outcome.stored, outcome.skipped_known) == (2, 2)
+    assert spy.bodies == uids[2:]
+    assert mailbox.seen_uids() == uids
+    assert len(stored_ids()) == 4
+
+
+def test_each_run_takes_at_most_its_cap_and_the_next_run_goes_on_from_there(mailbox):
+    account = email_account(mailbox)
+    for n in range(1, 6):
+        mailbox.append(raw_email(f"<cap{n}@example.org>"))
+
+    assert poll_all_mailboxes(limit_per_run=2) == 2
+    assert mailbox.seen_uids() == [1, 2] and cursor_of(account).last_uid == 2
+    [outcome] = poll_each_mailbox(limit_per_run=2)
+    assert (outcome.stored, outcome.has_more) == (2, True)
+    [outcome] = poll_each_mailbox(limit_per_run=2)
+    assert (outcome.stored, outcome.has_more) == (1, False)
+    assert mailbox.seen_uids() == [1, 2, 3, 4, 5] and len(stored_ids()) == 5
+
+
+def test_large_mail_is_handed_over_whole_and_a_run_stops_at_its_byte_budget(mailbox):
+    attachment = "x" * 40_000
+    for n in (1, 2, 3):
+        mailbox.append(raw_email(f"<big{n}@example.org>", body=f"Scan attached.\r\n{attachment}"))
+    handed_over = []
+    cursor = MemoryCursor()
+
+    def poll():
+        with MailboxPoller(settings_for(mailbox), cursor, lambda raw: handed_over.append(raw) or True,
+                           lambda message_id: False, max_run_bytes=60_000) as poller:
+            return poller.poll()
+
+    # Each message is under the budget, but two are over it: one per run. None is cut or skipped.
+    assert [(report.stored, report.has_more) for report in (poll(), poll(), poll())] == [
+        (1, True), (1, True), (1, False)]
+    assert all(attachment in raw.decode() for raw in handed_over) and len(handed_over) == 3
+    # A message larger than the whole budget still goes, alone in its run.
+    mailbox.append(raw_email("<huge@example.org>", body="x" * 100_000))
+    assert poll().stored == 1 and len(handed_over[-1]) > 100_000
+
+
+def test_the_poller_reconnects_when_dovecot_restarts_mid_run_and_stores_everything_once(
+        app, dovecot_server, mailbox, monkeypatch):
+    monkeypatch.setitem(app.config, "HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 0.2)
+    email_account(mailbox)
+    uids = [mailbox.append(raw_email(f"<r{n}@example.org>", sender=f"r{n}@example.org")) for n in range(1, 6)]
+    restart = threading.Timer(0.5, dovecot_server.start)
+
+    def crash_after_second_download(downloads):
+        if downloads == 2:
+            # The body is in hand, the message is about to be stored, and the server goes away.
+            dovecot_server.stop()
+            restart.start()
+
+    spy = Spy(on_body=crash_after_second_download)
+    try:
+        [outcome] = poll_each_mailbox(client_factory=spy.client)
+    finally:
+        restart.join(10)
+
+    assert outcome.error is None and outcome.stored == 5
+    # The second message was stored before the drop; after reconnecting it is known, so it is only
+    # flagged, never downloaded or stored again.
+    assert outcome.skipped_known == 1 and spy.bodies == uids
+    assert stored_ids() == sorted(f"<r{n}@example.org>" for n in range(1, 6))
+    assert mailbox.seen_uids() == uids
+
+
+def test_a_renumbered_folder_is_read_again_without_storing_anything_twice(mailbox):
+    account = email_account(mailbox, folder="Support")
+    old = [raw_email(f"<old{n}@example.org>", sender=f"old{n}@example.org") for n in (1, 2, 3)]
+    for raw in old:
+        mailbox.append(raw, "Support")
+    assert poll_all_mailboxes() == 3
+    old_validity = cursor_of(account).uid_validity
+
+    new_validity = mailbox.recreate_folder("Support")  # restored from a backup: every UID renumbered
+    # New mail lands first, so its UID (1) is below the old cursor (3): keeping the old cursor would miss it.
+    mailbox.append(raw_email("<new@example.org>", sender="new@example.org"), "Support")
+    for raw in old:
+        mailbox.append(raw, "Support")
+    spy = Spy()
+
+    [outcome] = poll_each_mailbox(client_factory=spy.client)
+
+    assert new_validity != old_validity
+    assert (outcome.stored, outcome.skipped_known) == (1, 3)
+    assert spy.bodies == [1]
+    assert stored_ids() == ["<new@example.org>", "<old1@example.org>", "<old2@example.org>",
+                            "<old3@example.org>"]
+    cursor = cursor_of(account)
+    assert (cursor.uid_validity, cursor.last_uid) == (new_validity, 4)
+    assert mailbox.seen_uids("Support") == [1, 2, 3, 4]
+
+
+def test_two_workers_polling_one_mailbox_at_once_never_both_poll_it(app, mailbox):
+    account = email_account(mailbox)
+    for n in (1, 2, 3):
+        mailbox.append(raw_email(f"<w{n}@example.org>", sender=f"w{n}@example.org"))
+    first_is_polling, let_first_go_on = threading.Event(), threading.Event()
+
+    def hold_the_first_download(downloads):
+        if downloads == 1:
+            first_is_polling.set()
+            let_first_go_on.wait(10)
+
+    spy = Spy(on_body=hold_the_first_download)
+    outcomes = []
+
+    def first_worker():
+        with app.app_context():
+            outcomes.extend(poll_each_mailbox(client_factory=spy.client))
+
+    worker = threading.Thread(target=first_worker)
+    worker.start()
+    try:
+        assert first_is_polling.wait(10)
+        [second] = poll_each_mailbox(client_factory=spy.client)
+    finally:
+        let_first_go_on.set()
+        worker.join(10)
+
+    assert second.stored == 0 and second.not_polled == "another worker is polling it"
+    [first] = outcomes
+    assert first.stored == 3 and spy.bodies == [1, 2, 3]
+    assert cursor_of(account).lease_owner is None
+    # With the lease released, the next worker may poll it (and finds nothing new).
+    [later] = poll_each_mailbox()
+    assert later.not_polled is None and later.stored == 0
+
+
+def test_a_mailbox_whose_login_keeps_failing_backs_off_and_is_then_marked_unhealthy(mailbox):
+    account = email_account(mailbox, user=LOCKED_USER)
+    connections = []
+
+    class CountingClient(IMAPClient):
+        def __init__(self, *args, **kwargs):
+            connections.append(args)
+            super().__init__(*args, **kwargs)
+
+    def poll_when_due():
+        cursor = db.session.scalar(sa.select(MailboxCursor).where(MailboxCursor.account_id == account.id))
+        if cursor is not None and cursor.next_attempt_at is not None:
+            cursor.next_attempt_at = utcnow() - dt.timedelta(seconds=1)  # the backoff has run out
+            db.session.commit()
+        started = utcnow()
+        [outcome] = poll_each_mailbox(client_factory=CountingClient)
+        next_attempt_at = cursor_of(account).next_attempt_at
+        return outcome, next_attempt_at and (next_attempt_at - started).total_seconds()
+
+    outcome, delay = poll_when_due()
+    assert LOCKED_REASON in outcome.error and 55 < delay < 65
+    db.session.refresh(account)
+    assert account.unhealthy_since is None  # one failure is not yet a pattern
+
+    [outcome] = poll_each_mailbox(client_factory=CountingClient)
+    assert outcome.not_polled.startswith("backing off after 1 failures") and len(connections) == 1
+
+    delays = [poll_when_due()[1] for _ in range(4)]
+    for delay, expected in zip(delays, (120, 240, 480, 960), strict=True):
+        assert expected - 5 < delay < expected + 5
+    assert cursor_of(account).consecutive_failures == 5
+    db.session.refresh(account)
+    assert account.unhealthy_since is not None and LOCKED_REASON in account.last_error
+
+    # An admin fixes the account: the next poll works and clears the failure state.
+    account.settings = {**account.settings, "user": mailbox.user}
+    db.session.commit()
+    mailbox.append(raw_email("<back@example.org>"))
+    outcome, delay = poll_when_due()
+    assert outcome.error is None and outcome.stored == 1 and delay is None
+    db.session.refresh(account)
+    assert account.unhealthy_since is None and account.last_error is None
+    assert cursor_of(account).consecutive_failures == 0
+
+
+def test_handled_mail_can_be_moved_to_a_folder_instead_of_flagged(mailbox):
+    with mailbox.client() as client:
+        client.create_folder("Processed")
+    email_account(mailbox, move_to="Processed")
+    mailbox.append(raw_email("<mv1@example.org>"))
+    mailbox.append(raw_email("<mv2@example.org>", sender="sam@example.net"))
+
+    assert poll_all_mailboxes() == 2
+
+    assert mailbox.flags() == {}
+    assert len(mailbox.flags("Processed")) == 2
+
+
+def test_waiting_for_mail_returns_as_soon_as_the_server_announces_it(mailbox):
+    arrive = threading.Timer(0.3, mailbox.append, args=(raw_email("<idle@example.org>"),))
+    started = time.monotonic()
+    arrive.start()
+    try:
+        assert wait_for_new_mail(settings_for(mailbox), timeout=20) is True
+    finally:
+        arrive.join(10)
+    assert time.monotonic() - started < 10
+
+
+def test_mail_that_arrived_since_the_last_poll_ends_the_wait_at_once(mailbox):
+    with MailboxPoller(settings_for(mailbox), MemoryCursor(), lambda raw: True,
+                       lambda message_id: False) as poller:
+        uid_next = poller.poll().uid_next
+    mailbox.append(raw_email("<meanwhile@example.org>"))  # before anyone is idling: IDLE would not tell
+    naps = []
+
+    assert wait_for_new_mail(settings_for(mailbox), timeout=30, uid_next=uid_next, sleep=naps.append) is True
+    assert naps == []
+
+
+def test_waiting_for_mail_sleeps_instead_when_the_server_has_no_idle(mailbox):
+    class WithoutIdle(IMAPClient):
+        def capabilities(self):
+            return tuple(capability for capability in super().capabilities() if capability != b"IDLE")
+
+    naps = []
+    is_announced = wait_for_new_mail(settings_for(mailbox), timeout=30, client_factory=WithoutIdle,
+                                     sleep=naps.append)
+    assert is_announced is False
+    [nap] = naps
+    assert 25 < nap <= 30
+
+
+def test_the_job_polls_the_mailbox_named_by_helpdesk_imap_url_with_its_credentials_url_decoded(
+        app, dovecot_server, monkeypatch):
+    account = dovecot_server.account(AWKWARD_USER)
+    user, password = (urllib.parse.quote(text, safe="") for text in (account.user, account.password))
+    url = f"imap://{user}:{password}@{dovecot_server.host}:{dovecot_server.port}/INBOX"
+    monkeypatch.setitem(app.config, "HELPDESK_IMAP_URL", url)
+    account.append(raw_email("<from-url@example.org>"))
+
+    assert poll_mailboxes() == 1  # the job, through the pollers the app factory set up
+
+    [row] = db.session.scalars(sa.select(ChannelAccount))
+    assert row.settings == {"source": "HELPDESK_IMAP_URL"} and not row.secrets  # the password stays in config
+    assert cursor_of(row).last_uid == 1
+    assert stored_ids() == ["<from-url@example.org>"]
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("imaps://support%40example.com:s%3Acret@imap.example.com",
+     MailboxSettings("imap.example.com", "support@example.com", "s:cret", None, Security.TLS, "INBOX")),
+    ("imap+starttls://desk:pw@mail.example.com:1143/Support%20Queue?move_to=Done",
+     MailboxSettings("mail.example.com", "desk", "pw", 1143, Security.STARTTLS, "Support Queue", "Done")),
+])
+def test_imap_urls_name_the_server_folder_and_url_encoded_credentials(url, expected):
+    assert MailboxSettings.from_url(url) == expected
+
+
+def test_fetch_mail_once_drains_every_mailbox_and_says_how_many_it_ingested(runner, mailbox):
+    email_account(mailbox)
+    for n in (1, 2, 3):
+        mailbox.append(raw_email(f"<cli{n}@example.org>", sender=f"cli{n}@example.org"))
+    group = AppGroup("helpdesk")
+    register(group)
+
+    result = runner.invoke(group, ["fetch-mail", "--once", "--limit", "2"])
+
+    assert result.exit_code == 0, result.output
+    assert "3 new messages ingested" in result.output
+    assert len(stored_ids()) == 3 and mailbox.seen_uids() == [1, 2, 3]
+
+
+def test_fetch_mail_keeps_fetching_and_waiting_until_interrupted(runner, mailbox, monkeypatch):
+    email_account(mailbox)
+    mailbox.append(raw_email("<loop1@example.org>"))
+    waits = []
+
+    def wait_then_interrupt(timeout, uid_next=None):
+        waits.append(uid_next)
+        if len(waits) == 1:
+            mailbox.append(raw_email("<loop2@example.org>", sender="sam@example.net"))
+            return
+        raise KeyboardInterrupt  # Ctrl-C while waiting
+
+    monkeypatch.setattr("helpdesk.mail_commands.wait_for_new_mail", wait_then_interrupt)
+    group = AppGroup("helpdesk")
+    register(group)
+
+    result = runner.invoke(group, ["fetch-mail"])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.count("1 new messages ingested") == 2 and "stopped" in result.output
+    assert waits == [2, 3]  # each wait starts from the UIDNEXT its poll saw
+    assert stored_ids() == ["<loop1@example.org>", "<loop2@example.org>"]
