@@ -1,6 +1,9 @@
-"""`helpdesk fetch-mail`: poll the configured mailboxes from the command line."""
+"""Mail from the command line: `helpdesk fetch-mail` polls the mailboxes, `parse-email` shows a parse."""
 
 from __future__ import annotations
+
+import json
+import sys
 
 import click
 from flask import current_app
@@ -12,6 +15,28 @@ from helpdesk.mailboxes import MailboxOutcome, drain_mailboxes, wait_for_new_mai
 def register(group: click.Group) -> None:
     """Add the mail commands to `group` (the `helpdesk` command group)."""
     group.add_command(fetch_mail_command)
+    group.add_command(parse_email_command)
+
+
+@click.command("parse-email")
+@click.argument("source", type=click.File("rb"))
+@click.option("--json", "as_json", is_flag=True, help="Print the parsed message as one JSON object.")
+def parse_email_command(source, as_json):
+    """Parse a raw email from FILE (or '-' for standard input) without storing it."""
+    from channels.email.parse import parsed_email_json
+
+    parsed = parsed_email_json(source.read())
+    if as_json:
+        click.echo(json.dumps(parsed, ensure_ascii=False, indent=2))
+    else:
+        for key in ("message_id", "from_address", "subject", "date", "is_auto_reply", "is_bounce", "error"):
+            if key in parsed:
+                click.echo(f"{key}: {parsed[key]}")
+        click.echo("")
+        click.echo(parsed.get("reply_text") or parsed.get("text") or "")
+    if "error" in parsed:
+        # The error is in the output already; the exit status tells scripts the message is unusable.
+        sys.exit(1)
 
 
 @click.command("fetch-mail")

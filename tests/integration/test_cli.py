@@ -104,3 +104,28 @@ def test_seed_demo_covers_every_role_status_and_tier_and_is_idempotent(runner):
     # One demo customer is known by email and by phone.
     kinds_per_customer = [sorted(i.kind.value for i in c.identities) for c in db.session.scalars(sa.select(Customer))]
     assert ["email", "phone"] in kinds_per_customer
+
+
+def test_parse_email_prints_the_documented_json_without_storing_anything(runner, tmp_path):
+    import json
+
+    path = tmp_path / "vat.eml"
+    path.write_bytes(RAW_EMAIL)
+    result = runner.invoke(args=["helpdesk", "parse-email", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    parsed = json.loads(result.output)
+    for key in ("message_id", "in_reply_to", "references", "from_address", "from_name", "to", "cc", "subject",
+                "date", "text", "html", "reply_text", "attachments", "is_auto_reply", "is_bounce", "bounce"):
+        assert key in parsed
+    assert (parsed["message_id"], parsed["from_address"], parsed["from_name"]) == (
+        "<vat-1@example.org>", "maria@example.org", "Maria Lopez")
+    assert parsed["text"].strip() == "Hello, the VAT on invoice 42 is wrong."
+    assert count(Message) == 0
+
+
+def test_parse_email_reports_garbage_as_an_error_object_and_a_failing_exit(runner):
+    import json
+
+    result = runner.invoke(args=["helpdesk", "parse-email", "-", "--json"], input=b"\x00\xff not mail")
+    assert result.exit_code == 1
+    assert "error" in json.loads(result.output)
