@@ -73,12 +73,15 @@ def create_api_token_command(email, name):
 @click.argument("source", type=click.File("rb"))
 def ingest_email_command(source):
     """Ingest one raw email from FILE, or from standard input with '-'."""
-    from helpdesk.email_intake import ingest_raw_email
+    from helpdesk.email_intake import take_in_email
 
-    raw = source.read()
-    result = ingest_raw_email(raw, source="pipe")
-    if result is None:
+    intake = take_in_email(source.read(), source="pipe")
+    if intake.dropped_reason:
+        click.echo(f"not stored: {intake.dropped_reason}")
+        return
+    if intake.result is None:
         raise click.ClickException("the message could not be ingested and was quarantined for an admin to review")
+    result = intake.result
     state = "duplicate of" if result.is_duplicate else ("new ticket" if result.is_new_ticket else "added to")
     click.echo(f"{state} #{result.ticket.number}: {result.thread_reason}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, request
 
 from helpdesk.extensions import db
 
@@ -42,9 +42,18 @@ def init_database(app: Flask) -> None:
     db.init_app(app)
     with app.app_context():
         engine = db.engine
-        if engine.dialect.name == "sqlite" and not sa.event.contains(engine, "connect", _on_sqlite_connect):
-            sa.event.listen(engine, "connect", _on_sqlite_connect)
-            sa.event.listen(engine, "begin", _on_sqlite_begin)
+        if engine.dialect.name == "sqlite":
+            if not sa.event.contains(engine, "connect", _on_sqlite_connect):
+                sa.event.listen(engine, "connect", _on_sqlite_connect)
+                sa.event.listen(engine, "begin", _on_sqlite_begin)
+            app.before_request(_start_writing_requests_as_writers)
+
+
+def _start_writing_requests_as_writers() -> None:
+    # A request that reads and then writes (a login stamping last_login_at, a reply) would fail at once with
+    # "database is locked" if a background job committed in between; as a writer from the start it waits.
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        begin_write()
 
 
 def begin_write() -> None:

@@ -7,7 +7,7 @@ import logging
 import uuid
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, render_template
 
 from channels.base import ChannelRegistry
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, OutboundMessage
@@ -202,3 +202,45 @@ def _reply_subject(ticket: Ticket) -> str:
     if not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
     return f"{subject} {token}"
+
+
+def send_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
+    """Queue the automatic acknowledgement of a new ticket, unless its sender got too many lately.
+
+    Returns the queued message, or None when it was held back (recorded on the ticket either way).
+    """
+    begin_write()
+    window = dt.timedelta(minutes=current_app.config.get("HELPDESK_ACK_WINDOW_MINUTES", 60))
+    limit = current_app.config.get("HELPDESK_ACK_LIMIT_PER_WINDOW", 3)
+    recent = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Message)
+        .where(Message.direction == Direction.OUTBOUND, Message.is_automatic.is_(True),
+               Message.address == inbound.address, Message.created_at >= utcnow() - window)
+    )
+    if recent >= limit:
+        # A sender (or a misconfigured autoresponder) opening ticket after ticket must not start a mail loop.
+        record_event(ticket, "acknowledgement.held", {"address": inbound.address},
+                     reason=f"{recent} acknowledgements to this address in the last {window}")
+        db.session.commit()
+        return None
+    text = render_template("mail/acknowledgement.txt", ticket=ticket, customer_name=ticket.customer.name)
+    external_id = _new_external_id(inbound.channel)
+    message = Message(
+        ticket=ticket,
+        direction=Direction.OUTBOUND,
+        channel=inbound.channel,
+        is_public=True,
+        is_automatic=True,
+        text=text,
+        address=inbound.address,
+        external_id=external_id,
+        dedupe_key=f"out:{external_id}",
+        delivery_status=DeliveryStatus.PENDING,
+    )
+    db.session.add(message)
+    db.session.flush()
+    db.session.add(OutboxItem(message_id=message.id))
+    record_event(ticket, "acknowledgement.sent", {"message_id": message.id, "address": inbound.address})
+    db.session.commit()
+    return message

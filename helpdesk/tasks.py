@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pathlib
 import threading
 import time
 
@@ -41,6 +42,8 @@ def make_celery(app: Flask) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
+        # Beat keeps its last-run times here rather than in whatever directory it was started from.
+        beat_schedule_filename=str(pathlib.Path(app.instance_path) / "celerybeat-schedule"),
         beat_schedule={
             f"periodic-{name}": {"task": f"helpdesk.{name}", "schedule": interval}
             for name, interval in PERIODIC.items()

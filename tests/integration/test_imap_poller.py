@@ -81,7 +81,8 @@ def cursor_of(account) -> MailboxCursor:
 
 
 def stored_ids() -> list[str]:
-    return sorted(db.session.scalars(sa.select(Message.external_id)))
+    """External ids of the stored inbound mail (acknowledgements we sent are left out)."""
+    return sorted(db.session.scalars(sa.select(Message.external_id).where(Message.direction == "inbound")))
 
 
 class Spy:

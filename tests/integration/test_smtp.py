@@ -73,7 +73,9 @@ def test_a_reply_reaches_the_smtp_server_threaded_into_the_conversation(smtp_ser
     assert (received.mail_from, received.rcpt_tos) == ("support@example.com", ("maria@example.org",))
     assert mail["Message-ID"] == message.external_id
     assert mail["In-Reply-To"] == "<q2@example.org>"
-    assert mail["References"].split() == ["<q1@example.org>", "<q2@example.org>"]
+    # Our own acknowledgement of the first message is part of the conversation too.
+    acknowledgement = db.session.scalar(sa.select(Message.external_id).where(Message.is_automatic.is_(True)))
+    assert mail["References"].split() == ["<q1@example.org>", acknowledgement, "<q2@example.org>"]
     assert mail["Subject"] == f"Re: Invoice shows the wrong VAT [#{first.ticket.number}]"
     assert mail["To"] == "maria@example.org" and mail["From"] == "support@example.com"
     assert mail.get_content().strip() == "The corrected invoice is on its way."
