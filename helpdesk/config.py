@@ -70,9 +70,24 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         "HELPDESK_IMAP_LEASE_SECONDS": float(env.get("HELPDESK_IMAP_LEASE_SECONDS", 300)),
         "HELPDESK_IMAP_RECONNECT_DELAY_SECONDS": float(env.get("HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 1)),
         "HELPDESK_IMAP_FAILURES_BEFORE_UNHEALTHY": int(env.get("HELPDESK_IMAP_FAILURES_BEFORE_UNHEALTHY", 5)),
-        # In-process background jobs (embedded default) unless Celery is used.
-        "HELPDESK_RUN_JOBS_IN_PROCESS": env.get("HELPDESK_RUN_JOBS_IN_PROCESS", "1" if not redis_url else "0")
-        == "1",
+        # SMS and WhatsApp go through Twilio when an account SID and auth token are set; otherwise texts are
+        # logged to HELPDESK_OUTGOING_FOLDER. Webhooks are validated against HELPDESK_PUBLIC_URL, so it must be
+        # the address Twilio calls (set it behind a reverse proxy).
+        "TWILIO_ACCOUNT_SID": env.get("TWILIO_ACCOUNT_SID") or None,
+        "TWILIO_AUTH_TOKEN": env.get("TWILIO_AUTH_TOKEN") or None,
+        # The sending number (E.164), or a Messaging Service that picks one.
+        "TWILIO_FROM_NUMBER": env.get("TWILIO_FROM_NUMBER") or None,
+        "TWILIO_MESSAGING_SERVICE_SID": env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+        # The WhatsApp sender (E.164, without the whatsapp: prefix); WhatsApp replies need it or a service.
+        "TWILIO_WHATSAPP_FROM": env.get("TWILIO_WHATSAPP_FROM") or None,
+        # API calls and media downloads go here instead of api.twilio.com (tests point it at an emulator).
+        "TWILIO_API_BASE_URL": env.get("TWILIO_API_BASE_URL") or None,
+        # Kept below TWILIO_STATUS_WAIT_SECONDS, which is kept below Twilio's 15-second webhook timeout.
+        "TWILIO_TIMEOUT_SECONDS": float(env.get("TWILIO_TIMEOUT_SECONDS", 8)),
+        # How long a status report waits for the worker to record the send it reports on.
+        "TWILIO_STATUS_WAIT_SECONDS": float(env.get("TWILIO_STATUS_WAIT_SECONDS", 10)),
+        "TWILIO_MEDIA_MAX_BYTES": int(env.get("TWILIO_MEDIA_MAX_BYTES", 10 * 1024 * 1024)),
+        "TWILIO_WEBHOOK_RATE_LIMIT": env.get("TWILIO_WEBHOOK_RATE_LIMIT", "600 per minute"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": is_https,

@@ -8,7 +8,7 @@ def test_embedded_defaults_need_no_other_server(tmp_path):
     assert config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'helpdesk.sqlite3'}"
     assert config["REDIS_URL"] is None
     assert config["RATELIMIT_STORAGE_URI"] == "memory://"
-    assert config["HELPDESK_RUN_JOBS_IN_PROCESS"] is True
+    assert config["HELPDESK_IMAP_URL"] is None and config["HELPDESK_SMTP_URL"] is None
 
 
 def test_a_missing_secret_key_is_generated_once_and_kept_private(tmp_path):
