@@ -8,7 +8,13 @@ from channels.identities import InvalidIdentity, normalize_email
 from helpdesk.extensions import db
 from helpdesk.models import Agent, ApiToken, Group, Role, Tier
 from helpdesk.models.base import utcnow
-from helpdesk.security import hash_api_token, hash_password, new_api_token, password_needs_rehash, verify_password
+from helpdesk.security import (
+    hash_api_token,
+    hash_password,
+    new_api_token,
+    password_needs_rehash,
+    verify_password,
+)
 
 MIN_PASSWORD_LENGTH = 10
 

@@ -64,7 +64,7 @@ def _ticket_filter() -> TicketFilter:
     if request.args.get("updated_since"):
         raw = request.args["updated_since"]
         try:
-            updated_since = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            updated_since = dt.datetime.fromisoformat(raw)
         except ValueError:
             raise BadQuery(f"updated_since must be an ISO 8601 date and time, not {raw!r}") from None
         if updated_since.tzinfo is None:

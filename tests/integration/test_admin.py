@@ -3,7 +3,6 @@
 import pytest
 import sqlalchemy as sa
 
-
 from helpdesk.extensions import db
 from helpdesk.models import Agent, Group, QuarantinedMessage, Role, Tier
 from tests.conftest import AuthActions

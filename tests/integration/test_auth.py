@@ -8,7 +8,6 @@ import limits
 import pytest
 import sqlalchemy as sa
 
-
 from helpdesk.agents import create_api_token
 from helpdesk.extensions import db
 from helpdesk.ingest import ingest

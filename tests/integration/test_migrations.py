@@ -7,9 +7,9 @@ import sys
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.config import Config as AlembicConfig
 
 from helpdesk.config import _normalize_database_url
 from helpdesk.extensions import db

@@ -5,9 +5,8 @@ Revises: 41f13eb8ffae
 Create Date: 2026-11-23 12:34:38.336711
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'f84b93492dff'
