@@ -7,7 +7,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from helpdesk.extensions import db
-from helpdesk.models import Agent, Customer, Priority, Ticket, TicketCounter, TicketEvent, TicketStatus, Tier
+from helpdesk.models import (
+    Agent,
+    Customer,
+    Direction,
+    Message,
+    Priority,
+    Ticket,
+    TicketCounter,
+    TicketEvent,
+    TicketStatus,
+    Tier,
+)
 from helpdesk.models.base import utcnow
 from helpdesk.realtime import publish_after_commit
 
@@ -103,3 +114,39 @@ def _plain(value):
     if hasattr(value, "id") and hasattr(value, "__tablename__"):
         return value.id
     return None if value is None else str(value)
+
+
+class MoveRefused(ValueError):
+    """A message cannot be moved as asked; the message says why."""
+
+
+def move_message(message: Message, target: Ticket, agent: Agent, *, reason: str | None = None) -> None:
+    """Move a misfiled message to `target`, recording the move on both tickets; the caller commits."""
+    source = message.ticket
+    if target.id == source.id:
+        raise MoveRefused(f"the message is already on #{source.number}")
+    message.ticket = target
+    data = {"message_id": message.id, "from": source.number, "to": target.number}
+    record_event(source, "message.moved_out", data, reason=reason, agent=agent)
+    record_event(target, "message.moved_in", data, reason=reason, agent=agent)
+    now = utcnow()
+    source.updated_at = target.updated_at = now
+    if message.direction == Direction.INBOUND and not message.is_automatic:
+        target.last_customer_message_at = max(filter(None, [target.last_customer_message_at, message.created_at]))
+    for ticket in (source, target):
+        publish_after_commit(db.session(), "ticket.updated", {"ticket": ticket.number, "field": "messages"})
+
+
+def split_message(message: Message, agent: Agent, *, reason: str | None = None) -> Ticket:
+    """Open a new ticket for the message's customer and move the message there; the caller commits."""
+    source = message.ticket
+    customer = message.author_customer or source.customer
+    subject = message.subject or source.subject
+    ticket = open_ticket(customer, message.channel, subject,
+                         reason=f"split from #{source.number}" + (f": {reason}" if reason else ""))
+    ticket.priority = source.priority
+    ticket.tier = source.tier
+    ticket.group_id = source.group_id
+    db.session.flush()
+    move_message(message, ticket, agent, reason=reason or "split into a new ticket")
+    return ticket
