@@ -18,6 +18,7 @@ from helpdesk.models import Customer, Direction, Message, Ticket, TicketStatus
 from helpdesk.models.base import utcnow
 from helpdesk.realtime import publish_after_commit
 from helpdesk.tickets import change_field, open_ticket, record_event
+from helpdesk.triage.engine import apply_triage
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ def _ingest_once(inbound: InboundMessage) -> IngestResult:
         if attachment.refused_reason:
             record_event(ticket, "attachment.refused", {"filename": attachment.filename, "size": attachment.size},
                          reason=attachment.refused_reason, actor_label="system")
+    # After the message is flushed (the next-response clock reads it), before the commit: one transaction.
+    apply_triage(ticket, inbound, customer, on="create" if is_new_ticket else "customer_message")
     payload = {"ticket": ticket.number, "message_id": message.id, "subject": ticket.subject,
                "customer": customer.display_name, "channel": str(inbound.channel)}
     publish_after_commit(db.session(), "ticket.created" if is_new_ticket else "message.created", payload)

@@ -1,9 +1,17 @@
 """Every model, imported here so Alembic sees the whole schema."""
 
 from helpdesk.models.base import Base
-from helpdesk.models.channels import ChannelAccount, MailboxCursor, OutboxItem, OutboxState, QuarantinedMessage
+from helpdesk.models.channels import (
+    ChannelAccount,
+    MailboxCursor,
+    OutboxItem,
+    OutboxState,
+    QuarantinedMessage,
+)
 from helpdesk.models.customers import Customer, CustomerIdentity
 from helpdesk.models.people import Agent, AgentLanguage, ApiToken, Group, Role, Tier
+from helpdesk.models.rules import TriageRule
+from helpdesk.models.sla import SlaPolicy
 from helpdesk.models.tickets import (
     ACTIVE_STATUSES,
     Attachment,
@@ -35,9 +43,11 @@ __all__ = [
     "Priority",
     "QuarantinedMessage",
     "Role",
+    "SlaPolicy",
     "Ticket",
     "TicketCounter",
     "TicketEvent",
     "TicketStatus",
     "Tier",
+    "TriageRule",
 ]
