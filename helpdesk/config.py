@@ -88,6 +88,9 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         "TWILIO_STATUS_WAIT_SECONDS": float(env.get("TWILIO_STATUS_WAIT_SECONDS", 10)),
         "TWILIO_MEDIA_MAX_BYTES": int(env.get("TWILIO_MEDIA_MAX_BYTES", 10 * 1024 * 1024)),
         "TWILIO_WEBHOOK_RATE_LIMIT": env.get("TWILIO_WEBHOOK_RATE_LIMIT", "600 per minute"),
+        # Languages the customer's message may be detected as (ISO 639-1, comma-separated); None keeps the
+        # triage engine's defaults.
+        "HELPDESK_LANGUAGES": env.get("HELPDESK_LANGUAGES") or None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": is_https,

@@ -1,1 +1,2 @@
-"""Triage: business calendars and the SLA clock (pure: no database, no Flask)."""
+"""Triage: business calendars and the SLA clock, routing rules and language detection (all pure), and
+the engine that applies them to a ticket inside the ingest transaction."""
