@@ -78,7 +78,9 @@ def init_channels(app: Flask) -> None:
     from channels.email.smtp import SmtpChannel, SmtpSettings
     from channels.local import LocalLogChannel
     from channels.messages import ChannelName
+    from channels.sms.twilio import TwilioChannel
     from helpdesk.mailboxes import poll_all_mailboxes
+    from helpdesk.sms import twilio_settings
 
     registry = ChannelRegistry()
     folder = pathlib.Path(app.config["HELPDESK_OUTGOING_FOLDER"])
@@ -87,6 +89,12 @@ def init_channels(app: Flask) -> None:
     if app.config.get("HELPDESK_SMTP_URL"):
         smtp = SmtpSettings.from_url(app.config["HELPDESK_SMTP_URL"])
         registry.register(SmtpChannel(smtp, app.config["HELPDESK_SUPPORT_ADDRESS"]))
+    twilio = twilio_settings(app.config)
+    if twilio is not None:
+        # One Twilio account sends texts and WhatsApp; a channel it has no sender for stays local.
+        for name in (ChannelName.SMS, ChannelName.WHATSAPP):
+            if twilio.can_send(name):
+                registry.register(TwilioChannel(name, twilio))
     app.extensions["helpdesk.channels"] = registry
     # Called by the poll_mailboxes job inside an app context; mailboxes come from the database and
     # HELPDESK_IMAP_URL at each call, so accounts added later are polled too.
@@ -94,11 +102,14 @@ def init_channels(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from helpdesk.sms import create_twilio_blueprint
     from helpdesk.web import admin, api, auth, customers, errors, inbox, simulator, tickets
 
     for module in (auth, inbox, tickets, customers, admin, simulator, errors):
         app.register_blueprint(module.bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")
+    # Twilio's signed webhooks (SMS, WhatsApp, delivery status), built with this app's callbacks.
+    app.register_blueprint(create_twilio_blueprint())
 
 
 def register_namespaces(app: Flask) -> None:
@@ -121,5 +132,7 @@ def register_cli(app: Flask) -> None:
 
 def init_jobs_runner(app: Flask) -> None:
     from helpdesk.tasks import init_jobs
+    from helpdesk.triage.sweep import sweep_sla
 
     init_jobs(app)
+    app.extensions["helpdesk.sla_sweep"] = sweep_sla

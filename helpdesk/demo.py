@@ -74,7 +74,9 @@ def seed_demo() -> dict[str, int]:
             continue
         created_tickets += 1
         ticket = result.ticket
-        if status in (TicketStatus.OPEN, TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED):
+        # The demo's WhatsApp message is months old, outside WhatsApp's 24-hour window: no free-form reply.
+        if status in (TicketStatus.OPEN, TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED) \
+                and channel is not ChannelName.WHATSAPP:
             reply(ticket, agent, "Thanks for writing. We are looking into it and will get back to you shortly.")
         change_field(ticket, "priority", priority, actor_label="demo data")
         change_field(ticket, "tier", tier, actor_label="demo data")

@@ -16,6 +16,7 @@ from helpdesk.extensions import db
 from helpdesk.models import Agent, Direction, Message, OutboxItem, OutboxState, Ticket, TicketStatus
 from helpdesk.models.base import utcnow
 from helpdesk.realtime import publish_after_commit
+from helpdesk.sms import text_reply_refusal
 from helpdesk.tickets import change_field, record_event
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,12 @@ def reply(ticket: Ticket, agent: Agent, text: str, *, is_public: bool = True,
     if not text:
         raise ReplyRefused("the reply is empty")
     channel, address = reply_route(ticket) if is_public else (ticket.channel, None)
+    if is_public:
+        # Texts: an opted-out number, a closed WhatsApp window or an over-long body is refused here, before
+        # anything is stored, so the agent sees why at once.
+        refusal = text_reply_refusal(channel, address, text)
+        if refusal:
+            raise ReplyRefused(refusal)
     external_id = _new_external_id(channel) if is_public else None
     message = Message(
         ticket=ticket,
@@ -156,6 +163,7 @@ def deliver_due(registry: ChannelRegistry, limit: int = 50) -> int:
             reply_to_external_ids=_conversation_ids(message),
             is_automatic=message.is_automatic,
         )
+        provider_id = None
         try:
             result = registry.get(message.channel).send(outbound)
         except Exception as error:  # a channel bug must not stop the other deliveries
@@ -164,7 +172,15 @@ def deliver_due(registry: ChannelRegistry, limit: int = 50) -> int:
         else:
             result_status, error_text, temporary = result.status, result.error, result.is_temporary
             if result.provider_id and message.channel is not ChannelName.EMAIL:
-                message.external_id = result.provider_id
+                provider_id = result.provider_id
+        # The send took a while: record it in a writer's transaction, so a commit made meanwhile (an inbound
+        # text, a status report) cannot fail the write and leave a sent message looking unsent.
+        db.session.rollback()
+        begin_write()
+        item = db.session.get(OutboxItem, item_id)
+        message = db.session.get(Message, item.message_id)
+        if provider_id:
+            message.external_id = provider_id
         _record_delivery(item, message, result_status, error_text, temporary)
         handled += 1
     return handled

@@ -10,7 +10,8 @@ from flask import request
 from flask_login import current_user
 from flask_socketio import Namespace, join_room
 
-from helpdesk.extensions import socketio
+from helpdesk import presence
+from helpdesk.extensions import db, socketio
 
 AGENT_NAMESPACE = "/agents"
 ALL_AGENTS_ROOM = "agents"
@@ -52,6 +53,19 @@ class AgentNamespace(Namespace):
             raise ConnectionRefusedError("login required")
         join_room(ALL_AGENTS_ROOM)
         join_room(f"agent:{current_user.id}")
+        presence.record_connect(current_user.id)
+        db.session.commit()
+
+    def on_disconnect(self, reason=None):
+        if current_user.is_authenticated:
+            presence.record_disconnect(current_user.id)
+            db.session.commit()
+
+    def on_heartbeat(self, data=None):
+        # Sent by the client every 30 seconds or so; an agent who falls silent goes offline.
+        if current_user.is_authenticated:
+            presence.record_heartbeat(current_user.id)
+            db.session.commit()
 
     def on_watch_ticket(self, data):
         # The payload comes from the client as it is; anything but {"number": <int>} is ignored.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +22,10 @@ from helpdesk.models import (
 )
 from helpdesk.models.base import utcnow
 from helpdesk.realtime import publish_after_commit
+from helpdesk.triage import clock
+
+#: Why a first-line agent hands a ticket to the second line; counted on the dashboard.
+ESCALATION_REASONS = ("technical", "billing_dispute", "bug", "customer_request", "other")
 
 FIRST_TICKET_NUMBER = 1001
 
@@ -82,13 +87,13 @@ def open_ticket(customer: Customer, channel, subject: str, *, reason: str) -> Ti
 
 
 def change_field(ticket: Ticket, field: str, value, *, agent: Agent | None = None, reason: str | None = None,
-                 actor_label: str | None = None) -> bool:
+                 actor_label: str | None = None, now: dt.datetime | None = None) -> bool:
     """Set one of the ticket's triage fields and record the change; return False if it was unchanged."""
     old = getattr(ticket, field)
     if old == value:
         return False
     setattr(ticket, field, value)
-    now = utcnow()
+    now = now or utcnow()
     if field == "status":
         if value == TicketStatus.SOLVED:
             ticket.solved_at = now
@@ -107,7 +112,65 @@ def change_field(ticket: Ticket, field: str, value, *, agent: Agent | None = Non
     )
     publish_after_commit(db.session(), "ticket.updated",
                          {"ticket": ticket.number, "field": field, "new": _plain(value)})
+    if field == "status":
+        _follow_status_with_sla_clock(ticket, old, value, now=now, agent=agent)
     return True
+
+
+def _follow_status_with_sla_clock(ticket: Ticket, old, new, *, now: dt.datetime, agent: Agent | None) -> None:
+    """Pause the SLA clock while pending or on hold; resume it, due times moved later, when the ticket leaves."""
+    was_paused = old is not None and TicketStatus(old) in clock.PAUSED_STATUSES
+    is_paused = TicketStatus(new) in clock.PAUSED_STATUSES
+    if is_paused and not was_paused:
+        if clock.pause(ticket, now):
+            record_event(ticket, "sla.paused", {"status": str(new)}, reason=f"ticket is {new}", agent=agent)
+    elif was_paused and not is_paused:
+        moved = clock.resume(ticket, now)
+        if moved:
+            data = {target: {"old": old_due.isoformat(), "new": new_due.isoformat()}
+                    for target, (old_due, new_due) in moved.items()}
+            record_event(ticket, "sla.resumed", {"moved": data},
+                         reason="due times moved later by the time the clock stood still", agent=agent)
+        else:
+            record_event(ticket, "sla.resumed", {}, reason=f"ticket left {old}", agent=agent)
+        if TicketStatus(new).is_active:
+            return
+    if not TicketStatus(new).is_active:
+        ticket.sla_check_at = None
+    elif old is not None and not TicketStatus(old).is_active and not is_paused:
+        clock.schedule_check(ticket, now=now)
+
+
+def escalate_to_second_line(ticket: Ticket, agent: Agent, reason_code: str, note: str = "") -> None:
+    """Hand the ticket to the second line for `reason_code` (one of ESCALATION_REASONS); the caller commits."""
+    if reason_code not in ESCALATION_REASONS:
+        raise ValueError(f"unknown escalation reason {reason_code!r}; use one of {', '.join(ESCALATION_REASONS)}")
+    if ticket.tier == Tier.SECOND_LINE:
+        raise ValueError(f"#{ticket.number} is already with the second line")
+    reason = f"{reason_code}: {note}" if note else reason_code
+    change_field(ticket, "tier", Tier.SECOND_LINE, agent=agent, reason=reason[:500])
+    record_event(ticket, "ticket.escalated", {"reason_code": reason_code, "note": note, "by": "agent"},
+                 reason=reason[:500], agent=agent)
+
+
+def hand_back_to_first_line(ticket: Ticket, agent: Agent, note: str = "") -> None:
+    """Return the ticket from the second line to the first line; the caller commits."""
+    if ticket.tier == Tier.FIRST_LINE:
+        raise ValueError(f"#{ticket.number} is already with the first line")
+    reason = note[:500] or "handed back to the first line"
+    change_field(ticket, "tier", Tier.FIRST_LINE, agent=agent, reason=reason)
+    record_event(ticket, "ticket.handed_back", {"note": note}, reason=reason, agent=agent)
+
+
+def escalations_by_reason(since: dt.datetime) -> dict[str, int]:
+    """Count the agents' escalations to the second line since `since`, per reason code."""
+    reason_code = TicketEvent.data["reason_code"].as_string()
+    rows = db.session.execute(
+        sa.select(reason_code, sa.func.count())
+        .where(TicketEvent.kind == "ticket.escalated", TicketEvent.created_at >= since)
+        .group_by(reason_code)
+    )
+    return {code: count for code, count in rows}
 
 
 def _plain(value):

@@ -9,6 +9,10 @@
   socket.on("connect", function () {
     if (watchedTicket) socket.emit("watch_ticket", { number: watchedTicket });
   });
+  // Presence: the server counts an agent online while heartbeats keep coming (automatic assignment uses it).
+  setInterval(function () {
+    if (socket.connected) socket.emit("heartbeat");
+  }, 30000);
 
   function show() {
     if (notice) notice.hidden = false;

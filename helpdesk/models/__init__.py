@@ -9,7 +9,7 @@ from helpdesk.models.channels import (
     QuarantinedMessage,
 )
 from helpdesk.models.customers import Customer, CustomerIdentity
-from helpdesk.models.people import Agent, AgentLanguage, ApiToken, Group, Role, Tier
+from helpdesk.models.people import Agent, AgentLanguage, ApiToken, AssignmentStrategy, Group, Role, Tier
 from helpdesk.models.rules import TriageRule
 from helpdesk.models.sla import SlaPolicy
 from helpdesk.models.tickets import (
@@ -18,6 +18,8 @@ from helpdesk.models.tickets import (
     Direction,
     Message,
     Priority,
+    SlaAlert,
+    SlaPause,
     Ticket,
     TicketCounter,
     TicketEvent,
@@ -29,6 +31,7 @@ __all__ = [
     "Agent",
     "AgentLanguage",
     "ApiToken",
+    "AssignmentStrategy",
     "Attachment",
     "Base",
     "ChannelAccount",
@@ -43,6 +46,8 @@ __all__ = [
     "Priority",
     "QuarantinedMessage",
     "Role",
+    "SlaAlert",
+    "SlaPause",
     "SlaPolicy",
     "Ticket",
     "TicketCounter",

@@ -38,6 +38,11 @@ agent_groups = sa.Table(
 )
 
 
+class AssignmentStrategy(enum.StrEnum):
+    LEAST_LOADED = "least_loaded"
+    ROUND_ROBIN = "round_robin"
+
+
 class Group(Base, Timestamped):
     """A team that owns a set of tickets (Billing, Technical, ...)."""
 
@@ -46,6 +51,15 @@ class Group(Base, Timestamped):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     name: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
     description: so.Mapped[str] = so.mapped_column(sa.String(500), default="")
+    #: How automatic assignment picks among the qualified agents of this group.
+    assignment_strategy: so.Mapped[AssignmentStrategy] = so.mapped_column(
+        enum_column(AssignmentStrategy), default=AssignmentStrategy.LEAST_LOADED,
+        server_default=AssignmentStrategy.LEAST_LOADED.value,
+    )
+    #: The agent round robin gave the last ticket to; the next one goes to the agent after them.
+    last_assigned_agent_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("agent.id", ondelete="SET NULL")
+    )
 
     agents: so.Mapped[list[Agent]] = so.relationship(secondary=agent_groups, back_populates="groups")
 
@@ -74,6 +88,10 @@ class Agent(Base, Timestamped):
     #: Most open tickets automatic assignment gives this agent.
     capacity: so.Mapped[int] = so.mapped_column(default=10)
     last_login_at: so.Mapped[dt.datetime | None]
+    #: Last sign of life from a realtime connection (connect or heartbeat), from any web process.
+    last_seen_at: so.Mapped[dt.datetime | None]
+    #: Open realtime connections; with a recent last_seen_at the agent counts as online.
+    online_connections: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
 
     groups: so.Mapped[list[Group]] = so.relationship(secondary=agent_groups, back_populates="agents")
     language_rows: so.Mapped[list[AgentLanguage]] = so.relationship(cascade="all, delete-orphan")

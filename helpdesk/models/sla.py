@@ -26,3 +26,6 @@ class SlaPolicy(Base, Timestamped):
     targets: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
     #: Share of a target after which a ticket counts as at risk.
     warn_at_percent: so.Mapped[int] = so.mapped_column(default=75)
+    #: What the SLA sweep does when a target is breached or predicted to be, e.g.
+    #: {"tier": "second_line", "raise_priority": true}; None means both of those.
+    escalation: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)

@@ -95,6 +95,9 @@ class Ticket(Base, Timestamped):
     next_response_due_at: so.Mapped[dt.datetime | None] = so.mapped_column(index=True)
     resolution_due_at: so.Mapped[dt.datetime | None] = so.mapped_column(index=True)
     sla_breached_at: so.Mapped[dt.datetime | None]
+    #: The next moment the SLA sweep has something to check (a warning point or a due time); None while
+    #: the clock is paused or no target is pending.
+    sla_check_at: so.Mapped[dt.datetime | None] = so.mapped_column(index=True)
 
     customer: so.Mapped[Customer] = so.relationship(back_populates="tickets")
     group: so.Mapped[Group | None] = so.relationship()
@@ -168,6 +171,35 @@ class Attachment(Base):
     refused_reason: so.Mapped[str | None] = so.mapped_column(sa.String(500))
 
     message: so.Mapped[Message] = so.relationship(back_populates="attachments")
+
+
+class SlaPause(Base):
+    """A stretch during which a ticket's SLA clock stood still (pending or on hold)."""
+
+    __tablename__ = "sla_pause"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    ticket_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("ticket.id", ondelete="CASCADE"), index=True)
+    started_at: so.Mapped[dt.datetime]
+    #: None while the ticket is still paused.
+    ended_at: so.Mapped[dt.datetime | None]
+
+
+class SlaAlert(Base):
+    """A warning, escalation or breach the SLA sweep acted on; unique so each happens once per target."""
+
+    __tablename__ = "sla_alert"
+    __table_args__ = (sa.UniqueConstraint("ticket_id", "target", "kind"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    ticket_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("ticket.id", ondelete="CASCADE"))
+    #: first_response, next_response or resolution.
+    target: so.Mapped[str] = so.mapped_column(sa.String(32))
+    #: warning, escalation or breach.
+    kind: so.Mapped[str] = so.mapped_column(sa.String(32))
+    #: The due time the alert was about; a new next-response due time is a new target.
+    due_at: so.Mapped[dt.datetime]
+    created_at: so.Mapped[dt.datetime] = so.mapped_column(default=utcnow)
 
 
 class TicketEvent(Base):

@@ -10,6 +10,9 @@ SLA due times come from the ticket's policy (the one a rule named, else the defa
 - next response: once an agent has replied, from the first customer message the agent has not
   answered yet; recomputed on every customer message.
 
+A rule's `assign: auto` assigns the ticket right away (helpdesk.triage.assign), after the rules set its
+tier and group; when nobody qualifies it stays unassigned. The SLA sweep does not assign.
+
 Automatic mail (out-of-office replies, bounces) starts and restarts no clock, and runs no rule on an
 existing ticket. With no policy configured the SLA fields stay empty.
 """
@@ -45,7 +48,9 @@ from helpdesk.models import (
 )
 from helpdesk.models.base import utcnow
 from helpdesk.tickets import change_field, record_event
+from helpdesk.triage.assign import auto_assign
 from helpdesk.triage.calendar import CalendarError
+from helpdesk.triage.clock import schedule_check
 from helpdesk.triage.language import DEFAULT_LANGUAGES, UnknownLanguage, detect_language, parse_languages
 from helpdesk.triage.rules import (
     AUTO_ASSIGN,
@@ -124,6 +129,7 @@ def apply_triage(
                 on=on,
                 rules_changed_clock=bool({"priority", "sla_policy"} & set(outcome.set_by)),
             )
+            schedule_check(ticket, policy)
     outcome = dataclasses.replace(
         outcome, sla_policy=policy.name if policy else None, language=ticket.language
     )
@@ -319,6 +325,9 @@ def _apply_rule_changes(ticket: Ticket, outcome: TriageOutcome) -> list[str]:
             tags.append(tag)
             known.add(tag.casefold())
         change_field(ticket, "tags", ",".join(tags), reason=because("add_tags"))
+    wants_auto = "assign" in outcome.set_by and outcome.assign == AUTO_ASSIGN and ticket.assignee_id is None
+    if wants_auto and auto_assign(ticket, reason=because("assign")) is None:
+        skipped.append("no agent qualified for automatic assignment")
     if "assign" in outcome.set_by and outcome.assign != AUTO_ASSIGN:
         agent = db.session.scalar(
             sa.select(Agent).where(sa.func.lower(Agent.email) == outcome.assign.lower())

@@ -8,8 +8,9 @@ from flask_login import current_user, login_required
 
 from helpdesk.extensions import db
 from helpdesk.models import Agent, Priority, TicketStatus, Tier
-from helpdesk.outbound import ReplyRefused, reply
+from helpdesk.outbound import ReplyRefused, reply, reply_route
 from helpdesk.queries import get_ticket_or_404, ticket_events, ticket_messages
+from helpdesk.sms import TextReplyState, text_reply_state
 from helpdesk.tasks import enqueue
 from helpdesk.tickets import change_field
 from helpdesk.web.forms import EmptyForm, ReplyForm
@@ -34,12 +35,22 @@ def show(number: int):
         messages=ticket_messages(ticket),
         events=ticket_events(ticket),
         form=ReplyForm(),
+        text_reply=_text_reply_state(ticket),
         fields_form=EmptyForm(),
         agents=agents,
         statuses=list(TicketStatus),
         priorities=list(Priority),
         tiers=list(Tier),
     )
+
+
+def _text_reply_state(ticket) -> TextReplyState | None:
+    """Return the opt-out and WhatsApp-window state when a reply would go out as a text."""
+    try:
+        channel, address = reply_route(ticket)
+    except ReplyRefused:
+        return None
+    return text_reply_state(channel, address)
 
 
 @bp.post("/<int:number>/reply")

@@ -85,8 +85,11 @@ def test_the_first_public_reply_opens_a_new_ticket_and_records_the_first_respons
     reply(ticket, agent, "On it.", new_status=TicketStatus.PENDING)
     assert ticket.first_responded_at is not None
     assert ticket.status is TicketStatus.PENDING
-    kinds = db.session.scalars(sa.select(TicketEvent.kind).where(TicketEvent.ticket_id == ticket.id)).all()
-    assert kinds[-3:] == ["reply.added", "status.changed", "status.changed"]
+    kinds = db.session.scalars(sa.select(TicketEvent.kind).where(TicketEvent.ticket_id == ticket.id)
+                               .order_by(TicketEvent.id)).all()
+    # (Going pending also pauses the SLA clock, which is an event of its own.)
+    assert [kind for kind in kinds if not kind.startswith("sla.")][-3:] == [
+        "reply.added", "status.changed", "status.changed"]
 
 
 def test_an_internal_note_is_never_sent(agent):

@@ -1,0 +1,344 @@
+"""SMS and WhatsApp on the helpdesk side: Twilio settings, what the webhooks do, and the checks on texts.
+
+    create_twilio_blueprint()                      # the signed webhooks, CSRF-exempt and rate-limited
+    receive_text(inbound)                          # ingest, then STOP/START and media notes
+    record_status_report(report)                   # queued -> sent -> delivered, never backwards
+    text_reply_refusal(channel, address, text)     # -> None, or why a reply cannot go out
+
+At most once, and the window that is left. The outbox commits its claim before the worker calls Twilio, and
+Twilio's Messages API takes no idempotency key (I-Twilio-Idempotency-Token only comes on webhooks Twilio sends
+us). So TwilioChannel retries only what Twilio did not take: a connection that never opened, HTTP 429 and 5xx.
+Any other failure once the request may have reached Twilio (a read timeout, a dropped connection) is recorded
+as failed with "outcome unknown" and never retried by itself. Every send puts our id in its status callback URL
+(`?ref=`), so the first status report settles a send whose answer was lost or never recorded, because the worker
+died after Twilio accepted it: the outbox item becomes sent, the SID is recorded, no second copy goes out.
+What is left: a worker that dies after Twilio accepted a text, with no status report reaching us within the
+outbox lease (5 minutes; say the public URL is unreachable). The lease then lapses and the text is sent again.
+
+Opt-out is per phone number, so STOP on SMS or WhatsApp stops replies on both (Twilio enforces it for SMS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app
+
+from channels.messages import ChannelName, DeliveryStatus, IdentityKind
+from channels.sms.segments import MAX_CHARACTERS, MAX_SEGMENTS, count_segments, sms_body
+from channels.sms.twilio import (
+    Keyword,
+    StatusReport,
+    TwilioInbound,
+    TwilioSettings,
+    WebhookHooks,
+    create_webhook_blueprint,
+)
+from helpdesk.customers import find_identity
+from helpdesk.database import begin_write
+from helpdesk.extensions import csrf, db, limiter
+from helpdesk.ingest import IngestResult, find_message_by_dedupe_key, ingest
+from helpdesk.models import Attachment, Direction, Message, OutboxItem, OutboxState, Ticket, TicketEvent
+from helpdesk.models.base import utcnow
+from helpdesk.quarantine import quarantine
+from helpdesk.realtime import publish_after_commit
+from helpdesk.tickets import record_event
+
+log = logging.getLogger(__name__)
+
+TEXT_CHANNELS = (ChannelName.SMS, ChannelName.WHATSAPP)
+#: WhatsApp lets a business answer freely only this long after the customer's last message.
+WHATSAPP_WINDOW = dt.timedelta(hours=24)
+#: How far along a message is; a report never moves it back (a late "sent" after "delivered").
+STATUS_RANK = {
+    DeliveryStatus.PENDING: 0,
+    DeliveryStatus.QUEUED: 1,
+    DeliveryStatus.SENT: 2,
+    DeliveryStatus.DELIVERED: 3,
+    DeliveryStatus.UNDELIVERED: 3,
+    DeliveryStatus.FAILED: 3,
+}
+_KEYWORD_EVENTS = {Keyword.STOP: "customer.opted_out", Keyword.START: "customer.opted_in"}
+
+
+def twilio_settings(config: Mapping[str, Any]) -> TwilioSettings | None:
+    """Return the Twilio account the configuration names, or None when SMS stays local."""
+    account_sid, auth_token = config.get("TWILIO_ACCOUNT_SID"), config.get("TWILIO_AUTH_TOKEN")
+    if not account_sid or not auth_token:
+        return None
+    return TwilioSettings(
+        account_sid=account_sid,
+        auth_token=auth_token,
+        from_number=config.get("TWILIO_FROM_NUMBER") or None,
+        messaging_service_sid=config.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+        whatsapp_from=config.get("TWILIO_WHATSAPP_FROM") or None,
+        public_url=config.get("HELPDESK_PUBLIC_URL") or "http://127.0.0.1:5000",
+        api_base_url=config.get("TWILIO_API_BASE_URL") or None,
+        timeout=float(config.get("TWILIO_TIMEOUT_SECONDS") or 8.0),
+        media_max_bytes=int(config.get("TWILIO_MEDIA_MAX_BYTES") or 10 * 1024 * 1024),
+    )
+
+
+def settings_for_account(account_sid: str) -> TwilioSettings | None:
+    """Return the configured account's settings if `account_sid` is it (read at each request)."""
+    settings = twilio_settings(current_app.config)
+    if settings is None or not hmac.compare_digest(settings.account_sid.encode(), (account_sid or "").encode()):
+        return None
+    return settings
+
+
+def webhook_rate_limit() -> str:
+    return current_app.config.get("TWILIO_WEBHOOK_RATE_LIMIT") or "600 per minute"
+
+
+def create_twilio_blueprint() -> Blueprint:
+    """Build Twilio's webhook blueprint wired to this app; signed requests need no CSRF token."""
+    bp = create_webhook_blueprint(WebhookHooks(
+        settings_for=settings_for_account,
+        on_message=receive_text,
+        on_status=record_status_report,
+        on_unreadable=keep_unreadable_webhook,
+        is_known=lambda dedupe_key: find_message_by_dedupe_key(dedupe_key) is not None,
+    ))
+    csrf.exempt(bp)
+    # The limit counts forged requests too: it applies before the signature is checked.
+    limiter.limit(webhook_rate_limit)(bp)
+    return bp
+
+
+# --- inbound -----------------------------------------------------------------------------------------
+
+
+def keep_unreadable_webhook(raw: bytes, reason: str) -> None:
+    """Quarantine a signed webhook that makes no message (a short-code sender, no MessageSid)."""
+    channel = ChannelName.WHATSAPP if b"whatsapp%3A" in raw else ChannelName.SMS
+    quarantine(channel, "twilio webhook", raw, reason)
+
+
+def receive_text(inbound: TwilioInbound) -> IngestResult | None:
+    """Store an inbound text, then apply its STOP/START keyword and note media that was not fetched."""
+    try:
+        result = ingest(inbound.message)
+    except Exception as error:  # kept for an admin; Twilio still gets its 200, nothing is lost
+        quarantine(inbound.message.channel, "twilio webhook", inbound.raw, error)
+        return None
+    message_id, ticket_id = result.message.id, result.ticket.id
+    if inbound.keyword in _KEYWORD_EVENTS:
+        apply_keyword(inbound.keyword, inbound.message.sender.value, message_id, ticket_id)
+    if inbound.media_problems and not result.is_duplicate:
+        note_media_problems(inbound, message_id, ticket_id)
+    return result
+
+
+def apply_keyword(keyword: Keyword, phone: str, message_id: int, ticket_id: int) -> None:
+    """Opt the number out (STOP) or back in (START), once per message even if Twilio redelivers it."""
+    kind = _KEYWORD_EVENTS[keyword]
+    db.session.rollback()  # end the reads, so the write below starts its own transaction
+    begin_write()
+    # Checked again on a redelivery: a crash after ingest but before this must not lose the opt-out.
+    done = db.session.scalars(sa.select(TicketEvent).where(TicketEvent.ticket_id == ticket_id,
+                                                           TicketEvent.kind == kind))
+    if any(event.data.get("message_id") == message_id for event in done):
+        db.session.rollback()
+        return
+    identity = find_identity(IdentityKind.PHONE, phone)
+    ticket = db.session.get(Ticket, ticket_id)
+    if identity is None:
+        db.session.rollback()
+        return
+    if keyword is Keyword.STOP:
+        identity.opted_out_at = identity.opted_out_at or utcnow()
+        reason = "the customer texted STOP: no texts to this number until they text START"
+    else:
+        identity.opted_out_at = None
+        reason = "the customer texted START: texts to this number are allowed again"
+    record_event(ticket, kind, {"message_id": message_id, "address": phone}, reason=reason,
+                 customer=identity.customer)
+    publish_after_commit(db.session(), "ticket.updated", {"ticket": ticket.number, "opted_out": keyword is Keyword.STOP})
+    db.session.commit()
+
+
+def note_media_problems(inbound: TwilioInbound, message_id: int, ticket_id: int) -> None:
+    """Record each media file that was not fetched on the message, with the reason and its Twilio URL."""
+    db.session.rollback()
+    begin_write()
+    message = db.session.get(Message, message_id)
+    ticket = db.session.get(Ticket, ticket_id)
+    for problem in inbound.media_problems:
+        reason = f"not downloaded from Twilio: {problem.reason}"[:500]
+        message.attachments.append(Attachment(
+            filename=problem.filename, content_type=(problem.content_type or "application/octet-stream")[:255],
+            size=0, refused_reason=reason,
+        ))
+        # The URL is kept so the file can be fetched again later; Twilio keeps media until it is deleted.
+        record_event(ticket, "attachment.refused", {"message_id": message_id, "filename": problem.filename,
+                                                    "media_url": problem.url}, reason=reason)
+    publish_after_commit(db.session(), "message.updated", {"ticket": ticket.number, "message_id": message_id})
+    db.session.commit()
+
+
+# --- delivery reports --------------------------------------------------------------------------------
+
+
+def find_sent_message(report: StatusReport) -> Message | None:
+    """Return our message a report is about: by its SID, or by the ref we put in the callback URL."""
+    ids = [report.message_sid, *([report.ref] if report.ref else [])]
+    return db.session.scalar(
+        sa.select(Message)
+        .where(Message.direction == Direction.OUTBOUND, Message.channel.in_(TEXT_CHANNELS),
+               Message.external_id.in_(ids))
+        .order_by(Message.id)
+        .limit(1)
+    )
+
+
+def _wait_for_worker(message_id: int) -> None:
+    # Twilio can report before the worker has recorded the send (its SID, "queued"): that record would
+    # overwrite this report. So wait while the outbox item is still being sent; the Twilio client's
+    # timeout (8 s) is below this wait (10 s), which is below Twilio's webhook timeout (15 s).
+    deadline = time.monotonic() + float(current_app.config.get("TWILIO_STATUS_WAIT_SECONDS", 10.0))
+    while True:
+        db.session.rollback()  # a fresh snapshot each time, to see the worker's commit
+        state = db.session.scalar(sa.select(OutboxItem.state).where(OutboxItem.message_id == message_id))
+        if state is not OutboxState.SENDING or time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
+
+
+def record_status_report(report: StatusReport) -> None:
+    """Move the message's delivery status forward (never back), with Twilio's error; publish the change."""
+    message = find_sent_message(report)
+    if message is None:
+        log.info("Twilio status %s for unknown message %s (ref %s)", report.twilio_status, report.message_sid,
+                 report.ref)
+        db.session.rollback()
+        return
+    message_id = message.id
+    _wait_for_worker(message_id)
+    db.session.rollback()
+    begin_write()
+    message = db.session.get(Message, message_id)
+    item = db.session.scalar(sa.select(OutboxItem).where(OutboxItem.message_id == message_id))
+    changed = False
+    if item is not None and item.state is not OutboxState.SENT:
+        # Twilio reports on it, so Twilio has it: the worker lost the answer (a timeout, a crash after the
+        # request) or recorded a failure. Settle it as sent, so the outbox never sends a second copy.
+        item.state, item.claimed_at, item.last_error = OutboxState.SENT, None, None
+        message.external_id = report.message_sid
+        message.delivery_status, message.delivery_error = DeliveryStatus.QUEUED, None
+        record_event(message.ticket, "delivery.confirmed", {"message_id": message_id, "sid": report.message_sid},
+                     reason="Twilio reported on a send whose answer was lost; it is not sent again")
+        changed = True
+    current = message.delivery_status or DeliveryStatus.PENDING
+    if STATUS_RANK[report.status] > STATUS_RANK[current]:
+        message.delivery_status = report.status
+        changed = True
+        if report.status in (DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED):
+            message.delivery_error = (report.error or f"Twilio reported the message {report.twilio_status}")[:1000]
+            record_event(message.ticket, "delivery.failed", {"message_id": message_id, "sid": report.message_sid},
+                         reason=message.delivery_error[:500])
+            if report.error_code == 21610:
+                _opt_out_from_report(message)
+        else:
+            message.delivery_error = None
+    if not changed:
+        db.session.rollback()
+        return
+    publish_after_commit(db.session(), "message.updated",
+                         {"ticket": message.ticket.number, "message_id": message_id,
+                          "delivery_status": str(message.delivery_status)})
+    db.session.commit()
+
+
+def _opt_out_from_report(message: Message) -> None:
+    # Twilio refuses the number because it texted STOP (maybe before this helpdesk existed): show that.
+    identity = find_identity(IdentityKind.PHONE, message.address or "")
+    if identity is not None and identity.opted_out_at is None:
+        identity.opted_out_at = utcnow()
+        record_event(message.ticket, "customer.opted_out", {"message_id": message.id, "address": message.address},
+                     reason="Twilio reports the number unsubscribed (21610)")
+
+
+# --- replies -----------------------------------------------------------------------------------------
+
+
+def last_whatsapp_message_at(address: str) -> dt.datetime | None:
+    """Return when the customer at `address` last wrote on WhatsApp (any ticket)."""
+    return db.session.scalar(
+        sa.select(sa.func.max(Message.created_at))
+        .where(Message.direction == Direction.INBOUND, Message.channel == ChannelName.WHATSAPP,
+               Message.address == address)
+    )
+
+
+def _ago(moment: dt.datetime) -> str:
+    hours = (utcnow() - moment).total_seconds() / 3600
+    return f"{hours:.0f} hours ago" if hours < 48 else f"{hours / 24:.0f} days ago"
+
+
+def text_reply_refusal(channel: ChannelName, address: str | None, text: str) -> str | None:
+    """Return why a reply cannot be texted to `address` (opted out, WhatsApp window, too long), or None."""
+    if channel not in TEXT_CHANNELS:
+        return None
+    identity = find_identity(IdentityKind.PHONE, address) if address else None
+    if identity is not None and identity.opted_out_at is not None:
+        return (f"{address} texted STOP on {identity.opted_out_at:%Y-%m-%d %H:%M} UTC and is opted out: no texts "
+                "can be sent to this number until the customer texts START. Reach them another way, such as email.")
+    if channel is ChannelName.WHATSAPP:
+        last = last_whatsapp_message_at(address or "")
+        if last is None or utcnow() - last > WHATSAPP_WINDOW:
+            when = f"the last was {_ago(last)}" if last else "there is none"
+            return ("WhatsApp allows free-form replies only within 24 hours of the customer's last message "
+                    f"({when}). Outside that window only an approved template message can be sent; "
+                    "reach the customer another way or wait for them to write.")
+    body = sms_body(text)
+    if len(body) > MAX_CHARACTERS:
+        return (f"the text is {len(body)} characters; Twilio accepts at most {MAX_CHARACTERS}. "
+                "Shorten it or send it as two replies.")
+    if channel is ChannelName.SMS:
+        count = count_segments(body)
+        if count.segments > MAX_SEGMENTS:
+            because = ""
+            if count.non_gsm_characters:
+                because = " because of " + " ".join(repr(ch) for ch in count.non_gsm_characters[:5])
+            return (f"the text needs {count.segments} SMS segments ({count.characters} characters, "
+                    f"{count.encoding}{because}); a reply may use at most {MAX_SEGMENTS}. "
+                    "Shorten it or send it as two replies.")
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class TextReplyState:
+    """What an agent should know before texting a customer, for the ticket page."""
+
+    channel: ChannelName
+    address: str
+    opted_out_at: dt.datetime | None
+    #: WhatsApp only: when free-form replies stop being allowed (in the past when already closed).
+    window_closes_at: dt.datetime | None
+    max_segments: int = MAX_SEGMENTS
+    max_characters: int = MAX_CHARACTERS
+
+    @property
+    def is_window_closed(self) -> bool:
+        return self.channel is ChannelName.WHATSAPP and (
+            self.window_closes_at is None or self.window_closes_at < utcnow())
+
+
+def text_reply_state(channel: ChannelName, address: str) -> TextReplyState | None:
+    """Return the opt-out and WhatsApp-window state of a reply to `address`, or None if it is not a text."""
+    if channel not in TEXT_CHANNELS:
+        return None
+    identity = find_identity(IdentityKind.PHONE, address)
+    closes = None
+    if channel is ChannelName.WHATSAPP:
+        last = last_whatsapp_message_at(address)
+        closes = last + WHATSAPP_WINDOW if last else None
+    return TextReplyState(channel, address, identity.opted_out_at if identity else None, closes)
