@@ -7,12 +7,20 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 
 from helpdesk.extensions import db
-from helpdesk.models import Agent, Priority, TicketStatus, Tier
+from helpdesk.models import Agent, Message, Priority, TicketStatus, Tier
 from helpdesk.outbound import ReplyRefused, reply, reply_route
 from helpdesk.queries import get_ticket_or_404, ticket_events, ticket_messages
 from helpdesk.sms import TextReplyState, text_reply_state
 from helpdesk.tasks import enqueue
-from helpdesk.tickets import change_field
+from helpdesk.tickets import (
+    ESCALATION_REASONS,
+    MoveRefused,
+    change_field,
+    escalate_to_second_line,
+    hand_back_to_first_line,
+    move_message,
+    split_message,
+)
 from helpdesk.web.forms import EmptyForm, ReplyForm
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
@@ -41,6 +49,7 @@ def show(number: int):
         statuses=list(TicketStatus),
         priorities=list(Priority),
         tiers=list(Tier),
+        escalation_reasons=ESCALATION_REASONS,
     )
 
 
@@ -102,3 +111,72 @@ def update(number: int):
         change_field(ticket, "assignee", assignee, agent=current_user)
     db.session.commit()
     return redirect(url_for("tickets.show", number=number))
+
+
+@bp.post("/<int:number>/escalate")
+@login_required
+def escalate(number: int):
+    """Hand the ticket to the second line with a reason code."""
+    ticket = get_ticket_or_404(number)
+    try:
+        escalate_to_second_line(ticket, current_user, request.form.get("reason_code", ""),
+                                request.form.get("note", "").strip()[:400])
+    except ValueError as error:
+        db.session.rollback()
+        abort(400, str(error))
+    db.session.commit()
+    flash(f"#{number} escalated to the second line.", "info")
+    return redirect(url_for("tickets.show", number=number))
+
+
+@bp.post("/<int:number>/hand-back")
+@login_required
+def hand_back(number: int):
+    """Return the ticket from the second line to the first line."""
+    ticket = get_ticket_or_404(number)
+    try:
+        hand_back_to_first_line(ticket, current_user, request.form.get("note", "").strip()[:400])
+    except ValueError as error:
+        db.session.rollback()
+        abort(400, str(error))
+    db.session.commit()
+    flash(f"#{number} handed back to the first line.", "info")
+    return redirect(url_for("tickets.show", number=number))
+
+
+def _message_on_ticket_or_404(number: int, message_id: int):
+    ticket = get_ticket_or_404(number)
+    message = db.session.get(Message, message_id)
+    if message is None or message.ticket_id != ticket.id:
+        abort(404, f"Ticket #{number} has no message {message_id}.")
+    return message
+
+
+@bp.post("/<int:number>/messages/<int:message_id>/move")
+@login_required
+def move(number: int, message_id: int):
+    """Move a misfiled message to the ticket whose number is given."""
+    message = _message_on_ticket_or_404(number, message_id)
+    raw_target = request.form.get("target", "").strip().lstrip("#")
+    if not raw_target.isdigit():
+        abort(400, "Give the number of the ticket to move the message to.")
+    target = get_ticket_or_404(int(raw_target))
+    try:
+        move_message(message, target, current_user, reason=request.form.get("reason", "").strip()[:400] or None)
+    except MoveRefused as error:
+        db.session.rollback()
+        abort(400, str(error))
+    db.session.commit()
+    flash(f"Message moved to #{target.number}.", "info")
+    return redirect(url_for("tickets.show", number=target.number))
+
+
+@bp.post("/<int:number>/messages/<int:message_id>/split")
+@login_required
+def split(number: int, message_id: int):
+    """Split a message off into a new ticket of its own."""
+    message = _message_on_ticket_or_404(number, message_id)
+    ticket = split_message(message, current_user, reason=request.form.get("reason", "").strip()[:400] or None)
+    db.session.commit()
+    flash(f"Message split off into the new ticket #{ticket.number}.", "info")
+    return redirect(url_for("tickets.show", number=ticket.number))

@@ -68,3 +68,26 @@ def _hint(ticket):
     from channels.messages import ThreadHints
 
     return ThreadHints(ticket_number=ticket.number)
+
+
+def test_agents_move_and_split_messages_from_the_ticket_page(client, auth, login_as):
+    login_as("agent")
+    first = ingest(make_inbound(sender=MARIA, subject="VAT")).ticket
+    second = ingest(make_inbound(sender=MARIA, subject="Delivery")).ticket
+    wrong = ingest(make_inbound(sender=MARIA, thread=_hint(first))).message
+    token = auth.csrf_token(f"/tickets/{first.number}")
+    assert client.post(f"/tickets/{first.number}/messages/{wrong.id}/move",
+                       data={"target": f"#{second.number}", "csrf_token": token}).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Message, wrong.id).ticket_id == second.id
+    # The message is no longer on the first ticket, so acting on it there is a 404.
+    assert client.post(f"/tickets/{first.number}/messages/{wrong.id}/split",
+                       data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/tickets/{second.number}/messages/{wrong.id}/move",
+                       data={"target": "soon", "csrf_token": token}).status_code == 400
+    response = client.post(f"/tickets/{second.number}/messages/{wrong.id}/split", data={"csrf_token": token})
+    assert response.status_code == 302
+    db.session.expire_all()
+    new_number = db.session.get(Message, wrong.id).ticket.number
+    assert new_number not in (first.number, second.number)
+    assert response.headers["Location"].endswith(f"/tickets/{new_number}")
