@@ -56,12 +56,18 @@ def running_server(env: dict[str, str], port: int, *extra: str, log_path: pathli
                 raise RuntimeError(f"{error}; server output:\n{log_path.read_text()}") from None
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Ask a test's child process to stop, and kill it if it will not."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def login_session(base_url: str, email: str, password: str, user_agent: str = "helpdesk-tests") -> requests.Session:

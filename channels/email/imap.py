@@ -12,12 +12,9 @@ Message-ID is stored already; the cursor (UIDVALIDITY plus the last handled UID)
 from __future__ import annotations
 
 import dataclasses
-import email.parser
-import email.policy
 import enum
 import imaplib
 import logging
-import re
 import ssl
 import time
 import urllib.parse
@@ -27,6 +24,8 @@ from typing import Protocol
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from channels.email.parse import message_id_from_headers
+
 log = logging.getLogger(__name__)
 
 SEEN = b"\\Seen"
@@ -35,9 +34,6 @@ _HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
 # BODY.PEEK, unlike BODY or RFC822, never sets \Seen on its own: the flag is ours to set after commit.
 _BODY_ITEM = "BODY.PEEK[]"
 _SIZE_ITEM = b"RFC822.SIZE"
-_MESSAGE_ID = re.compile(r"<([^<>]+)>")
-#: Longer ids are stored by a digest (see channels.email.parse); those are not looked up before download.
-_MAX_ID_LENGTH = 250
 #: The connection broke (reset, refused, timed out, server said BYE); a reconnect may help.
 DROPPED = (OSError, imaplib.IMAP4.abort)
 
@@ -444,20 +440,12 @@ class _Run:
 def _message_id(fetched: dict) -> str | None:
     """Return the Message-ID the parser will store this message under, or None when unsure.
 
-    A wrong id here could skip a message that is not stored, so anything unusual (no angle brackets,
-    spaces, 8-bit bytes, a very long id) gives None: the body is downloaded and ingest deduplicates it.
+    The parser itself answers, so the two can never disagree; None means the body is downloaded and ingest
+    deduplicates it.
     """
     for key, value in fetched.items():
         if key.startswith(b"BODY[HEADER.FIELDS"):
-            parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-            header = parser.parsebytes(bytes(value or b""))
-            raw = next((str(text) for name, text in header.raw_items() if name.lower() == "message-id"), "")
-            found = [candidate for candidate in _MESSAGE_ID.findall(raw) if candidate.strip()]
-            if not found:
-                return None
-            message_id = f"<{found[0]}>"
-            is_plain = message_id.isascii() and not any(character.isspace() for character in message_id)
-            return message_id if is_plain and len(message_id) <= _MAX_ID_LENGTH else None
+            return message_id_from_headers(bytes(value or b""))
     return None
 
 

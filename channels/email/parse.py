@@ -396,6 +396,22 @@ def _first_message_id(message: Message) -> str | None:
     return ids[0]
 
 
+def message_id_from_headers(header_block: bytes) -> str | None:
+    """Return the Message-ID `parse_email` stores for a message with these headers, or None when unsure.
+
+    For a mailbox poller that reads headers before bodies. None means the id would be derived from the whole
+    message, or cannot be told from the headers alone (8-bit bytes are decoded with the body's charset).
+    """
+    try:
+        message = email.message_from_bytes(bytes(header_block or b"") + b"\r\n", policy=email.policy.default)
+        raw = _raw_header(message, "Message-ID")
+    except Exception:  # promised never to raise: the body is then downloaded and ingest deduplicates
+        return None
+    if not raw.isascii():
+        return None
+    return _first_message_id(message)
+
+
 def _derived_message_id(message: Message, raw: bytes) -> str:
     digest = hashlib.sha256()
     for name in ("From", "To", "Cc", "Date", "Subject"):

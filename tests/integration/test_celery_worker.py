@@ -15,7 +15,7 @@ from helpdesk.models import Message
 from helpdesk.outbound import reply
 from tests.conftest import is_postgres
 from tests.factories import make_agent, make_inbound
-from tests.servers import REPO_ROOT
+from tests.servers import REPO_ROOT, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.postgres]
 
@@ -52,12 +52,7 @@ def worker(app, app_config, database_url, redis_url, tmp_path):
     try:
         yield queue, outgoing, log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from helpdesk.demo import DEMO_PASSWORD
-from tests.servers import REPO_ROOT, flask_command, free_port, login_session
+from tests.servers import REPO_ROOT, flask_command, free_port, login_session, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +40,6 @@ def wait_for_login_page(url: str, process: subprocess.Popen, log_path, timeout: 
             pass
         time.sleep(0.2)
     pytest.fail(f"{url} did not answer 200 within {timeout} s; output:\n{log_path.read_text()}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_make_run_upgrades_the_database_then_seeds_demo_data_then_serves():
@@ -92,5 +82,5 @@ def test_the_run_command_serves_the_demo_inbox_on_an_empty_instance(tmp_path):
         assert "Invoice shows the wrong VAT" in inbox.text
         assert "#1001" in inbox.text
     finally:
-        stop(process)
+        stop_process(process)
         print(log_path.read_text())  # pytest shows it only when the test failed

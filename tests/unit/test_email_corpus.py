@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from channels.email.parse import UnparseableEmail, parse_email, parsed_email_json
+from channels.email.parse import UnparseableEmail, message_id_from_headers, parse_email, parsed_email_json
 from channels.email.tnef import unpack_tnef
 from channels.html import html_to_text
 from channels.identities import InvalidIdentity, normalize_email
@@ -97,6 +97,9 @@ def test_every_corpus_input_is_parsed_or_cleanly_refused(name, mbox_index):
         refusal = None
         assert message.dedupe_key == f"email:{message.external_id}"
         assert message.sender.value and "@" in message.sender.value
+        # What a poller reads from the headers alone never disagrees with the stored id (None: it downloads).
+        header_block = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+        assert message_id_from_headers(header_block) in (None, message.external_id)
     result = parsed_email_json(raw)
     json.dumps(result)  # JSON-able throughout
     assert ("error" in result) == (refusal is not None)
