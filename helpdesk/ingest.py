@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from channels.html import html_to_text, sanitize_html
@@ -82,11 +84,17 @@ def _ingest_once(inbound: InboundMessage) -> IngestResult:
     ticket, reason = find_thread(inbound, customer)
     is_new_ticket = False
     if ticket is not None and ticket.status == TicketStatus.CLOSED and not inbound.is_automatic:
-        closed = ticket
-        reason = f"{reason}; #{closed.number} is closed, so a follow-up ticket was opened"
-        ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason)
-        ticket.follow_up_of_id = closed.id
-        is_new_ticket = True
+        if is_within_reopen_window(ticket):
+            days = current_app.config.get("HELPDESK_REOPEN_WINDOW_DAYS", 7)
+            reopened = f"reopened: the customer wrote within {days} days of closing"
+            change_field(ticket, "status", TicketStatus.OPEN, reason=reopened, actor_label=customer.display_name)
+            reason = f"{reason}; {reopened}"
+        else:
+            closed = ticket
+            reason = f"{reason}; #{closed.number} is closed, so a follow-up ticket was opened"
+            ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason)
+            ticket.follow_up_of_id = closed.id
+            is_new_ticket = True
     elif ticket is None:
         ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason)
         is_new_ticket = True
@@ -169,6 +177,14 @@ def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | N
         if ticket is not None:
             return ticket, f"continues the customer's open {inbound.channel} conversation"
     return None, "no earlier conversation matched"
+
+
+def is_within_reopen_window(ticket: Ticket, now: dt.datetime | None = None) -> bool:
+    """Tell whether closed `ticket` was closed recently enough (HELPDESK_REOPEN_WINDOW_DAYS) to reopen."""
+    days = current_app.config.get("HELPDESK_REOPEN_WINDOW_DAYS", 7)
+    if ticket.closed_at is None or days <= 0:
+        return False
+    return (now or utcnow()) - ticket.closed_at <= dt.timedelta(days=days)
 
 
 def is_participant(ticket: Ticket, customer: Customer) -> bool:

@@ -7,12 +7,13 @@ import logging
 import uuid
 
 import sqlalchemy as sa
-from flask import current_app, render_template
+from flask import current_app
 
 from channels.base import ChannelRegistry
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, OutboundMessage
 from helpdesk.database import begin_write
 from helpdesk.extensions import db
+from helpdesk.message_templates import render_acknowledgement
 from helpdesk.models import Agent, Direction, Message, OutboxItem, OutboxState, Ticket, TicketStatus
 from helpdesk.models.base import utcnow
 from helpdesk.realtime import publish_after_commit
@@ -158,7 +159,7 @@ def deliver_due(registry: ChannelRegistry, limit: int = 50) -> int:
             recipient=message.address or "",
             text=message.text,
             html=message.html,
-            subject=_reply_subject(message.ticket),
+            subject=_reply_subject(message.ticket, message.subject),
             external_id=message.external_id,
             reply_to_external_ids=_conversation_ids(message),
             is_automatic=message.is_automatic,
@@ -210,9 +211,13 @@ def _record_delivery(item: OutboxItem, message: Message, status: DeliveryStatus,
     db.session.commit()
 
 
-def _reply_subject(ticket: Ticket) -> str:
-    subject = ticket.subject or "Your request"
+def _reply_subject(ticket: Ticket, custom: str | None = None) -> str:
+    """Return the subject of mail on `ticket`: a custom one (an edited template's) or "Re: ...", with the token."""
     token = f"[#{ticket.number}]"
+    if custom:
+        # The token lets the customer's answer find its ticket even when their mail client drops the headers.
+        return custom if token in custom else f"{custom} {token}"
+    subject = ticket.subject or "Your request"
     if token in subject:
         return subject
     if not subject.lower().startswith("re:"):
@@ -240,7 +245,8 @@ def send_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
                      reason=f"{recent} acknowledgements to this address in the last {window}")
         db.session.commit()
         return None
-    text = render_template("mail/acknowledgement.txt", ticket=ticket, customer_name=ticket.customer.name)
+    # The admins' template for the ticket's language (or their default), else the built-in text.
+    subject, text = render_acknowledgement(ticket)
     external_id = _new_external_id(inbound.channel)
     message = Message(
         ticket=ticket,
@@ -248,6 +254,7 @@ def send_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
         channel=inbound.channel,
         is_public=True,
         is_automatic=True,
+        subject=subject,
         text=text,
         address=inbound.address,
         external_id=external_id,

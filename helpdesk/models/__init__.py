@@ -9,6 +9,7 @@ from helpdesk.models.channels import (
     QuarantinedMessage,
 )
 from helpdesk.models.customers import Customer, CustomerIdentity
+from helpdesk.models.message_templates import MessageTemplate
 from helpdesk.models.people import Agent, AgentLanguage, ApiToken, AssignmentStrategy, Group, Role, Tier
 from helpdesk.models.rules import TriageRule
 from helpdesk.models.sla import SlaPolicy
@@ -41,6 +42,7 @@ __all__ = [
     "Group",
     "MailboxCursor",
     "Message",
+    "MessageTemplate",
     "OutboxItem",
     "OutboxState",
     "Priority",

@@ -1,16 +1,26 @@
-"""Administration: agents (role, tier, groups, languages) and quarantined messages."""
+"""Administration: agents, mailboxes, message templates and quarantined messages."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 
+from channels.email.imap import Security
 from helpdesk.agents import AgentError, create_agent, find_agent_by_email, get_or_create_group, set_password
 from helpdesk.auth import role_required
 from helpdesk.extensions import db
-from helpdesk.models import Agent, Group, QuarantinedMessage, Role, Tier
-from helpdesk.web.forms import AgentForm, split_commas
+from helpdesk.mailbox_accounts import (
+    MailboxInput,
+    MailboxInvalid,
+    count_waiting_quarantine,
+    get_mailbox,
+    list_mailbox_health,
+    save_mailbox,
+)
+from helpdesk.message_templates import TemplateInvalid, list_message_templates, save_message_template
+from helpdesk.models import Agent, ChannelAccount, Group, MessageTemplate, QuarantinedMessage, Role, Tier
+from helpdesk.web.forms import AgentForm, MailboxForm, MessageTemplateForm, split_commas
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -98,3 +108,101 @@ def quarantine():
         sa.select(QuarantinedMessage).order_by(QuarantinedMessage.created_at.desc()).limit(200)
     ).all()
     return render_template("admin/quarantine.html", rows=rows)
+
+
+@bp.get("/mailboxes")
+@role_required(Role.ADMIN)
+def mailboxes():
+    """List email accounts with their polling health, and the quarantine waiting."""
+    return render_template("admin/mailboxes.html", rows=list_mailbox_health(),
+                           quarantined=count_waiting_quarantine())
+
+
+@bp.route("/mailboxes/new", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def new_mailbox():
+    """Add a mailbox to poll."""
+    return _mailbox_form(None)
+
+
+@bp.route("/mailboxes/<int:account_id>", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def edit_mailbox(account_id: int):
+    """Change a mailbox's settings or password; saving retries it at once."""
+    account = get_mailbox(account_id)
+    if account is None:
+        abort(404, f"There is no editable mailbox {account_id}.")
+    return _mailbox_form(account)
+
+
+def _mailbox_form(account: ChannelAccount | None):
+    form = MailboxForm()
+    if account is not None and not form.is_submitted():
+        settings = account.settings or {}
+        form.name.data, form.is_enabled.data = account.name, account.is_enabled
+        for name in ("host", "port", "security", "user", "folder", "move_to"):
+            getattr(form, name).data = settings.get(name)
+    if form.validate_on_submit():
+        data = MailboxInput(
+            name=form.name.data, host=form.host.data, user=form.user.data, password=form.password.data or None,
+            port=form.port.data, security=Security(form.security.data), folder=form.folder.data,
+            move_to=form.move_to.data, is_enabled=form.is_enabled.data,
+        )
+        try:
+            account = save_mailbox(account, data)
+        except MailboxInvalid as error:
+            db.session.rollback()
+            getattr(form, error.field).errors.append(str(error))
+        else:
+            db.session.commit()
+            flash(f"Mailbox {account.name} saved; it is polled again on the next run.", "info")
+            return redirect(url_for("admin.mailboxes"))
+    return render_template("admin/mailbox_form.html", form=form, account=account), 400 if form.errors else 200
+
+
+@bp.get("/templates")
+@role_required(Role.ADMIN)
+def message_templates():
+    """List the automatic-message templates admins have written."""
+    return render_template("admin/message_templates.html", templates=list_message_templates())
+
+
+@bp.route("/templates/new", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def new_message_template():
+    """Write a template, or a language variant of one."""
+    return _message_template_form(None)
+
+
+@bp.route("/templates/<int:template_id>", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def edit_message_template(template_id: int):
+    """Change a template's language, subject or text."""
+    template = db.session.get(MessageTemplate, template_id)
+    if template is None:
+        abort(404, f"There is no template {template_id}.")
+    return _message_template_form(template)
+
+
+def _message_template_form(template: MessageTemplate | None):
+    form = MessageTemplateForm(obj=template)
+    if template is None and not form.is_submitted():
+        form.body.data = _default_acknowledgement_source()
+    if form.validate_on_submit():
+        try:
+            template = save_message_template(template, form.name.data, form.language.data, form.subject.data,
+                                             form.body.data)
+        except TemplateInvalid as error:
+            db.session.rollback()
+            getattr(form, error.field).errors.append(str(error))
+        else:
+            db.session.commit()
+            flash(f"Template {template.name} ({template.language or 'default'}) saved.", "info")
+            return redirect(url_for("admin.message_templates"))
+    return (render_template("admin/message_template_form.html", form=form, template=template),
+            400 if form.errors else 200)
+
+
+def _default_acknowledgement_source() -> str:
+    source, _, _ = current_app.jinja_loader.get_source(current_app.jinja_env, "mail/acknowledgement.txt")
+    return source

@@ -17,12 +17,20 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, ValidationError
 
+from channels.email.imap import Security
+from helpdesk.message_templates import TEMPLATE_NAMES
 from helpdesk.models import Role, TicketStatus, Tier
 
 # SelectChoice, not (value, label) tuples: WTForms 3.3 deprecates tuples.
 ROLE_CHOICES = [SelectChoice(role.value, role.value.capitalize()) for role in Role]
 TIER_CHOICES = [SelectChoice(tier.value, tier.label) for tier in Tier]
 STATUS_CHOICES = [SelectChoice(status.value, status.label) for status in TicketStatus]
+SECURITY_CHOICES = [
+    SelectChoice(Security.TLS.value, "TLS (imaps, port 993)"),
+    SelectChoice(Security.STARTTLS.value, "STARTTLS (port 143, upgraded)"),
+    SelectChoice(Security.NONE.value, "None (plain text, port 143)"),
+]
+TEMPLATE_CHOICES = [SelectChoice(name, label) for name, label in TEMPLATE_NAMES.items()]
 
 _LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,4})?")
 
@@ -67,6 +75,32 @@ class AgentForm(FlaskForm):
         for code in split_commas(field.data):
             if not _LANGUAGE_CODE.fullmatch(code):
                 raise ValidationError(f"{code!r} is not a language code such as en, sv or pt-BR.")
+
+
+class MailboxForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=100)])
+    host = StringField("IMAP host", validators=[DataRequired(), Length(max=255)])
+    port = IntegerField("Port (empty: the usual one for the security chosen)",
+                        validators=[Optional(), NumberRange(min=1, max=65535)])
+    security = SelectField("Security", choices=SECURITY_CHOICES)
+    user = StringField("User", validators=[DataRequired(), Length(max=254)])
+    # Never rendered back (PasswordField hides its value); empty on edit keeps the stored one.
+    password = PasswordField("Password", validators=[Optional(), Length(max=500)])
+    folder = StringField("Folder", default="INBOX", validators=[Optional(), Length(max=200)])
+    move_to = StringField("Move handled mail to folder (empty: mark it read)", validators=[Optional(), Length(max=200)])
+    is_enabled = BooleanField("Enabled", default=True)
+
+    def validate_host(self, field):
+        if "://" in field.data or "/" in field.data or any(char.isspace() for char in field.data):
+            raise ValidationError("Give the host name alone, such as imap.example.com.")
+
+
+class MessageTemplateForm(FlaskForm):
+    name = SelectField("Template", choices=TEMPLATE_CHOICES)
+    language = StringField("Language (ISO 639-1 such as sv; empty for the default)",
+                           validators=[Optional(), Length(max=8)])
+    subject = StringField("Subject (optional)", validators=[Optional(), Length(max=500)])
+    body = TextAreaField("Text", validators=[DataRequired()])
 
 
 class ApiTokenForm(FlaskForm):

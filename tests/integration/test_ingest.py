@@ -1,5 +1,6 @@
 """The ingest path on a real database: threading, attachments, events, exactly-once under races."""
 
+import datetime as dt
 import multiprocessing
 import pathlib
 
@@ -11,6 +12,7 @@ from channels.messages import Attachment, IdentityKind, SenderIdentity, ThreadHi
 from helpdesk.extensions import db
 from helpdesk.ingest import ingest
 from helpdesk.models import Customer, CustomerIdentity, Message, Ticket, TicketEvent, TicketStatus
+from helpdesk.models.base import utcnow
 from helpdesk.outbound import reply
 from helpdesk.tickets import change_field
 from tests.factories import make_agent, make_inbound
@@ -94,15 +96,72 @@ def test_a_customer_answer_moves_a_pending_ticket_back_to_open_but_an_auto_reply
     assert db.session.get(Ticket, first.ticket.id).status is TicketStatus.OPEN
 
 
-def test_a_message_to_a_closed_ticket_opens_a_linked_follow_up():
-    first = ingest(make_inbound(sender=MARIA, external_id="<c@example.org>", dedupe_key="email:<c@example.org>"))
-    change_field(first.ticket, "status", TicketStatus.CLOSED)
+def close_days_ago(ticket, days: float) -> None:
+    change_field(ticket, "status", TicketStatus.CLOSED)
+    ticket.closed_at = utcnow() - dt.timedelta(days=days)
     db.session.commit()
+
+
+def test_a_message_to_a_ticket_closed_before_the_reopen_window_opens_a_linked_follow_up():
+    first = ingest(make_inbound(sender=MARIA, external_id="<c@example.org>", dedupe_key="email:<c@example.org>"))
+    close_days_ago(first.ticket, 30)
     later = ingest(make_inbound(sender=MARIA, thread=ThreadHints(reply_to_external_ids=("<c@example.org>",))))
     assert later.is_new_ticket
     assert later.ticket.follow_up_of_id == first.ticket.id
     assert "is closed, so a follow-up ticket was opened" in later.thread_reason
     assert db.session.get(Ticket, first.ticket.id).status is TicketStatus.CLOSED
+
+
+def test_a_customer_reply_within_the_reopen_window_reopens_the_closed_ticket():
+    first = ingest(make_inbound(sender=MARIA, external_id="<c@example.org>", dedupe_key="email:<c@example.org>"))
+    close_days_ago(first.ticket, 2)
+    later = ingest(make_inbound(sender=MARIA, thread=ThreadHints(reply_to_external_ids=("<c@example.org>",))))
+    assert not later.is_new_ticket and later.ticket.id == first.ticket.id
+    ticket = db.session.get(Ticket, first.ticket.id)
+    assert (ticket.status, ticket.closed_at) == (TicketStatus.OPEN, None)
+    [change] = [event for event in events_of(ticket) if event.kind == "status.changed" and event.data["new"] == "open"]
+    assert change.reason == "reopened: the customer wrote within 7 days of closing"
+    assert count(Ticket) == 1
+
+
+def test_an_auto_reply_never_reopens_a_recently_closed_ticket():
+    first = ingest(make_inbound(sender=MARIA, external_id="<c@example.org>", dedupe_key="email:<c@example.org>"))
+    close_days_ago(first.ticket, 1)
+    later = ingest(make_inbound(sender=MARIA, is_automatic=True,
+                                thread=ThreadHints(reply_to_external_ids=("<c@example.org>",))))
+    assert later.ticket.id == first.ticket.id
+    assert db.session.get(Ticket, first.ticket.id).status is TicketStatus.CLOSED
+
+
+@pytest.mark.parametrize("window_days, closed_days_ago, reopens", [
+    (7, 7 - 1 / 1440, True),   # a minute inside the default window
+    (7, 7 + 1 / 1440, False),  # a minute past it
+    (1, 2, False),
+    (3, 2, True),
+    (0, 0, False),             # no window: a closed ticket always gets a follow-up
+])
+def test_the_reopen_window_is_configurable_and_holds_at_its_boundary(monkeypatch, window_days, closed_days_ago,
+                                                                     reopens):
+    monkeypatch.setitem(current_app.config, "HELPDESK_REOPEN_WINDOW_DAYS", window_days)
+    first = ingest(make_inbound(sender=MARIA, external_id="<c@example.org>", dedupe_key="email:<c@example.org>"))
+    close_days_ago(first.ticket, closed_days_ago)
+    later = ingest(make_inbound(sender=MARIA, thread=ThreadHints(reply_to_external_ids=("<c@example.org>",))))
+    assert later.is_new_ticket is not reopens
+    assert (db.session.get(Ticket, first.ticket.id).status is TicketStatus.OPEN) is reopens
+    if reopens:
+        assert f"within {window_days} days of closing" in later.thread_reason
+    else:
+        assert later.ticket.follow_up_of_id == first.ticket.id
+
+
+def test_a_customer_answer_reopens_a_solved_ticket_however_long_ago_it_was_solved():
+    first = ingest(make_inbound(sender=MARIA, external_id="<s@example.org>", dedupe_key="email:<s@example.org>"))
+    change_field(first.ticket, "status", TicketStatus.SOLVED)
+    first.ticket.solved_at = utcnow() - dt.timedelta(days=365)
+    db.session.commit()
+    later = ingest(make_inbound(sender=MARIA, thread=ThreadHints(reply_to_external_ids=("<s@example.org>",))))
+    assert later.ticket.id == first.ticket.id
+    assert db.session.get(Ticket, first.ticket.id).status is TicketStatus.OPEN
 
 
 def test_html_is_sanitized_and_text_derived_when_only_html_exists():
