@@ -50,6 +50,7 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None) -> None:
 
 def init_extensions(app: Flask) -> None:
     from helpdesk.auth import init_auth
+    from helpdesk.chat import socket_origin_check
     from helpdesk.database import init_database
     from helpdesk.extensions import csrf, limiter, migrate, socketio
     from helpdesk.realtime import install_session_hooks
@@ -67,7 +68,8 @@ def init_extensions(app: Flask) -> None:
         # threading mode with simple-websocket: no monkey-patching, works under `flask run` and gunicorn gthread.
         async_mode="threading",
         message_queue=app.config["REDIS_URL"],
-        cors_allowed_origins=app.config.get("HELPDESK_SOCKET_ORIGINS") or [app.config["HELPDESK_PUBLIC_URL"]],
+        # The agents' origins plus the sites that embed the chat widget; each namespace checks its own list.
+        cors_allowed_origins=socket_origin_check(app),
         manage_session=False,
     )
 
@@ -75,10 +77,12 @@ def init_extensions(app: Flask) -> None:
 def init_channels(app: Flask) -> None:
     """Build the outgoing channels and the mail pollers; by default every channel writes to a folder."""
     from channels.base import ChannelRegistry
+    from channels.chat.namespace import ChatChannel
     from channels.email.smtp import SmtpChannel, SmtpSettings
     from channels.local import LocalLogChannel
     from channels.messages import ChannelName
     from channels.sms.twilio import TwilioChannel
+    from helpdesk.extensions import socketio
     from helpdesk.mailboxes import poll_all_mailboxes
     from helpdesk.sms import twilio_settings
 
@@ -95,6 +99,8 @@ def init_channels(app: Flask) -> None:
         for name in (ChannelName.SMS, ChannelName.WHATSAPP):
             if twilio.can_send(name):
                 registry.register(TwilioChannel(name, twilio))
+    # Chat replies go to the visitor's room on /chat (through the Redis queue when a worker sends them).
+    registry.register(ChatChannel(socketio.emit))
     app.extensions["helpdesk.channels"] = registry
     # Called by the poll_mailboxes job inside an app context; mailboxes come from the database and
     # HELPDESK_IMAP_URL at each call, so accounts added later are polled too.
@@ -103,9 +109,9 @@ def init_channels(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from helpdesk.sms import create_twilio_blueprint
-    from helpdesk.web import admin, api, auth, customers, errors, inbox, simulator, tickets
+    from helpdesk.web import admin, api, auth, customers, errors, inbox, simulator, tickets, widget
 
-    for module in (auth, inbox, tickets, customers, admin, simulator, errors):
+    for module in (auth, inbox, tickets, customers, admin, simulator, widget, errors):
         app.register_blueprint(module.bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")
     # Twilio's signed webhooks (SMS, WhatsApp, delivery status), built with this app's callbacks.
@@ -113,11 +119,15 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_namespaces(app: Flask) -> None:
+    from channels.chat.namespace import CHAT_NAMESPACE
+    from helpdesk.chat import create_chat_namespace
     from helpdesk.extensions import socketio
     from helpdesk.realtime import AGENT_NAMESPACE, AgentNamespace
 
     if AGENT_NAMESPACE not in socketio.server.namespace_handlers:
         socketio.on_namespace(AgentNamespace(AGENT_NAMESPACE))
+    if CHAT_NAMESPACE not in socketio.server.namespace_handlers:
+        socketio.on_namespace(create_chat_namespace())
 
 
 def register_cli(app: Flask) -> None:

@@ -70,6 +70,9 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         "HELPDESK_IMAP_LEASE_SECONDS": float(env.get("HELPDESK_IMAP_LEASE_SECONDS", 300)),
         "HELPDESK_IMAP_RECONNECT_DELAY_SECONDS": float(env.get("HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 1)),
         "HELPDESK_IMAP_FAILURES_BEFORE_UNHEALTHY": int(env.get("HELPDESK_IMAP_FAILURES_BEFORE_UNHEALTHY", 5)),
+        # A customer's reply to a ticket closed at most this many days ago reopens it; a later one opens a
+        # follow-up ticket linked to it. 0 always opens a follow-up.
+        "HELPDESK_REOPEN_WINDOW_DAYS": int(env.get("HELPDESK_REOPEN_WINDOW_DAYS", 7)),
         # SMS and WhatsApp go through Twilio when an account SID and auth token are set; otherwise texts are
         # logged to HELPDESK_OUTGOING_FOLDER. Webhooks are validated against HELPDESK_PUBLIC_URL, so it must be
         # the address Twilio calls (set it behind a reverse proxy).
@@ -91,6 +94,14 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         # Languages the customer's message may be detected as (ISO 639-1, comma-separated); None keeps the
         # triage engine's defaults.
         "HELPDESK_LANGUAGES": env.get("HELPDESK_LANGUAGES") or None,
+        # Web chat: the sites that may embed /widget.js (comma-separated origins; empty: only the helpdesk),
+        # the secret sites sign their logged-in users with (default derived from SECRET_KEY), rate limits.
+        "HELPDESK_CHAT_ALLOWED_ORIGINS": env.get("HELPDESK_CHAT_ALLOWED_ORIGINS", ""),
+        "HELPDESK_CHAT_IDENTITY_SECRET": env.get("HELPDESK_CHAT_IDENTITY_SECRET") or None,
+        "HELPDESK_CHAT_MESSAGES_PER_MINUTE": float(env.get("HELPDESK_CHAT_MESSAGES_PER_MINUTE", 20)),
+        "HELPDESK_CHAT_MESSAGE_BURST": float(env.get("HELPDESK_CHAT_MESSAGE_BURST", 10)),
+        "HELPDESK_CHAT_IP_EVENTS_PER_MINUTE": float(env.get("HELPDESK_CHAT_IP_EVENTS_PER_MINUTE", 120)),
+        "HELPDESK_CHAT_IP_BURST": float(env.get("HELPDESK_CHAT_IP_BURST", 60)),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": is_https,

@@ -6,15 +6,24 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import request
+from flask import current_app, request
 from flask_login import current_user
 from flask_socketio import Namespace, join_room
 
+from channels.chat.namespace import is_origin_allowed
 from helpdesk import presence
 from helpdesk.extensions import db, socketio
 
 AGENT_NAMESPACE = "/agents"
 ALL_AGENTS_ROOM = "agents"
+
+
+def agent_origins(config) -> tuple[str, ...]:
+    """Return the origins the agents' pages are served from: HELPDESK_SOCKET_ORIGINS, else the public URL."""
+    value = config.get("HELPDESK_SOCKET_ORIGINS") or ()
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(item.strip() for item in value if item and item.strip()) or (config["HELPDESK_PUBLIC_URL"],)
 
 
 def ticket_room(number: int) -> str:
@@ -48,6 +57,10 @@ class AgentNamespace(Namespace):
     """The agents' Socket.IO namespace: only logged-in agents connect."""
 
     def on_connect(self, auth=None):
+        # Engine.IO also admits the sites that embed the chat widget; only the helpdesk's own pages may
+        # open the agents' namespace, even where the browser would send an agent's cookie along.
+        if not is_origin_allowed(request.headers.get("Origin"), agent_origins(current_app.config)):
+            raise ConnectionRefusedError("origin not allowed")
         if not current_user.is_authenticated:
             # Refusing in connect is the only reliable place: before_request does not run for sockets.
             raise ConnectionRefusedError("login required")

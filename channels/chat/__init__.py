@@ -1,0 +1,1 @@
+"""Web chat: the customer side of Socket.IO, visitor tokens and identity verification."""
