@@ -175,6 +175,16 @@ def auth(client):
 
 
 @pytest.fixture
+def post(client, auth):
+    """POST a form to `path` with a valid CSRF token, as the browser would."""
+
+    def post(path, **data):
+        return client.post(path, data={**data, "csrf_token": auth.csrf_token("/profile")})
+
+    return post
+
+
+@pytest.fixture
 def login_as(auth):
     """Create an agent with `role` and log them in; returns the agent."""
 

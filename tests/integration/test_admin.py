@@ -42,14 +42,6 @@ def admin(login_as):
     return login_as("admin", email="boss@example.com", name="Boss")
 
 
-@pytest.fixture
-def post(client, auth):
-    def post(path, **data):
-        return client.post(path, data={**data, "csrf_token": auth.csrf_token("/profile")})
-
-    return post
-
-
 @pytest.mark.parametrize("path", ADMIN_PAGES)
 def test_admin_pages_send_anonymous_visitors_to_login(client, path):
     response = client.get(path.format(own_id=1))

@@ -40,14 +40,6 @@ def admin(login_as):
     return login_as("admin", email="boss@example.com", name="Boss")
 
 
-@pytest.fixture
-def post(client, auth):
-    def post(path, **data):
-        return client.post(path, data={**data, "csrf_token": auth.csrf_token("/profile")})
-
-    return post
-
-
 @pytest.mark.parametrize("role", ["agent", "lead"])
 @pytest.mark.parametrize("path", PAGES)
 def test_template_pages_are_forbidden_to_agents_and_leads(client, login_as, post, role, path):
