@@ -169,6 +169,11 @@ class Attachment(Base):
     is_inline: so.Mapped[bool] = so.mapped_column(default=False)
     #: Why the bytes were not kept (too large, forbidden type); the row still records that it existed.
     refused_reason: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    #: Where the bytes can be fetched again when a download failed (a provider's media URL).
+    source_url: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
+    fetch_attempts: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    #: When to try the download again; None once it succeeded or was given up.
+    next_fetch_at: so.Mapped[dt.datetime | None] = so.mapped_column(index=True)
 
     message: so.Mapped[Message] = so.relationship(back_populates="attachments")
 
