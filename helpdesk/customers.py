@@ -66,24 +66,43 @@ def resolve_customer(sender: SenderIdentity, other_identities: tuple[SenderIdent
     An identity already known for someone else is never moved: joining two people is an explicit merge.
     """
     sender = normalize_identity(sender)
-    extra = [normalize_identity(identity) for identity in other_identities]
+    identities = [sender, *(normalize_identity(identity) for identity in other_identities)]
 
+    # Whether each identity is stored already, as far as this call has looked; an identity found or added
+    # here is not looked up again.
+    is_stored: dict[tuple[IdentityKind, str], bool] = {}
     customer = None
-    for identity in [sender, *extra]:
-        known = find_identity(identity.kind, identity.value)
-        if known is not None:
-            customer = _surviving(known.customer)
+    for identity in identities:
+        owner = _customer_with_identity(identity.kind, identity.value)
+        is_stored[(identity.kind, identity.value)] = owner is not None
+        if owner is not None:
+            customer = _surviving(owner)
             break
 
     if customer is None:
         customer = _add_identity(None, sender)
+        is_stored[(sender.kind, sender.value)] = True
     elif not customer.name and sender.display_name:
         customer.name = sender.display_name
 
-    for identity in [sender, *extra]:
-        if find_identity(identity.kind, identity.value) is None:
+    for identity in identities:
+        key = (identity.kind, identity.value)
+        stored = is_stored.get(key)
+        if stored is None:
+            stored = find_identity(identity.kind, identity.value) is not None
+        if not stored:
             _add_identity(customer, identity)
+        is_stored[key] = True
     return customer
+
+
+def _customer_with_identity(kind: IdentityKind, value: str) -> Customer | None:
+    """Return the customer record that holds this identity (perhaps merged into another), in one query."""
+    return db.session.scalar(
+        sa.select(Customer)
+        .join(CustomerIdentity, CustomerIdentity.customer_id == Customer.id)
+        .where(CustomerIdentity.kind == kind, CustomerIdentity.value == value)
+    )
 
 
 def merge_customers(survivor: Customer, duplicate: Customer) -> Customer:

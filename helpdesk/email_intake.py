@@ -14,10 +14,10 @@ from channels.email.parse import parse_email
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, InboundMessage, ThreadHints
 from helpdesk.database import begin_write
 from helpdesk.extensions import db
-from helpdesk.ingest import IngestResult, ingest
+from helpdesk.ingest import IngestResult, ingest_with
 from helpdesk.models import CustomerIdentity, Direction, Message
 from helpdesk.models.base import utcnow
-from helpdesk.outbound import send_acknowledgement
+from helpdesk.outbound import has_our_message_id_shape, queue_acknowledgement
 from helpdesk.quarantine import quarantine
 from helpdesk.tasks import enqueue
 from helpdesk.tickets import record_event
@@ -33,6 +33,8 @@ class EmailIntake:
     #: Why the message was deliberately not stored (our own mail coming back).
     dropped_reason: str | None = None
     quarantined_id: int | None = None
+    #: An acknowledgement was committed to the outbox and waits for delivery.
+    queued_reply: bool = False
 
 
 def ingest_raw_email(raw: bytes, source: str) -> IngestResult | None:
@@ -40,8 +42,12 @@ def ingest_raw_email(raw: bytes, source: str) -> IngestResult | None:
     return take_in_email(raw, source).result
 
 
-def take_in_email(raw: bytes, source: str) -> EmailIntake:
-    """Take in one raw email; any failure keeps the bytes in quarantine and the caller moves on."""
+def take_in_email(raw: bytes, source: str, *, deliver_now: bool = True) -> EmailIntake:
+    """Take in one raw email; any failure keeps the bytes in quarantine and the caller moves on.
+
+    A new ticket's acknowledgement is committed with the message; with `deliver_now` its delivery job is
+    started at once, otherwise the caller starts it (once for many messages) when `queued_reply` says so.
+    """
     try:
         inbound = parse_email(raw)
         if is_own_outgoing(inbound):
@@ -53,14 +59,21 @@ def take_in_email(raw: bytes, source: str) -> EmailIntake:
             inbound = dataclasses.replace(
                 inbound, is_automatic=True, thread=ThreadHints(reply_to_external_ids=(bounced.external_id,))
             )
-        result = ingest(inbound)
+        acknowledgements: list[Message | None] = []
+
+        def acknowledge_new_ticket(result: IngestResult) -> None:
+            # In the message's own transaction: a crash can never store the ticket and lose its acknowledgement.
+            if result.is_new_ticket and not inbound.is_automatic:
+                acknowledgements.append(queue_acknowledgement(result.ticket, result.message))
+
+        result = ingest_with(inbound, before_commit=acknowledge_new_ticket)
         if inbound.is_bounce:
             # Also after a duplicate delivery: a crash between the two transactions must not lose the bounce.
             apply_bounce(inbound, bounced.id if bounced is not None else None)
-        if result.is_new_ticket and not inbound.is_automatic and not result.is_duplicate:
-            if send_acknowledgement(result.ticket, result.message) is not None:
-                enqueue("deliver_outbox")
-        return EmailIntake(result=result)
+        queued = any(message is not None for message in acknowledgements)
+        if queued and deliver_now:
+            enqueue("deliver_outbox")
+        return EmailIntake(result=result, queued_reply=queued)
     except Exception as error:  # any failure, parser bug or database error alike, must keep the bytes
         row = quarantine(ChannelName.EMAIL, source, raw, error)
         return EmailIntake(quarantined_id=row.id)
@@ -68,6 +81,8 @@ def take_in_email(raw: bytes, source: str) -> EmailIntake:
 
 def is_own_outgoing(inbound: InboundMessage) -> bool:
     """Tell whether `inbound` is a message we sent ourselves (a loop through an alias, list or Cc)."""
+    if not has_our_message_id_shape(inbound.external_id):
+        return False  # not an id we give out: no need to look
     return db.session.scalar(
         sa.select(sa.func.count())
         .select_from(Message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from flask import current_app
@@ -20,7 +21,7 @@ from helpdesk.models import Customer, Direction, Message, Ticket, TicketStatus
 from helpdesk.models.base import utcnow
 from helpdesk.realtime import publish_after_commit
 from helpdesk.tickets import change_field, open_ticket, record_event
-from helpdesk.triage.engine import apply_triage
+from helpdesk.triage.engine import TriageConfig, apply_triage, detect_ticket_language
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,42 @@ class IngestError(Exception):
     """The message could not be stored; the caller should quarantine its raw form."""
 
 
+#: Called inside the transaction that stores a new message, just before its commit (see ingest_with).
+BeforeCommit = Callable[[IngestResult], None]
+
+
 def find_message_by_dedupe_key(dedupe_key: str) -> Message | None:
     return db.session.scalar(sa.select(Message).where(Message.dedupe_key == dedupe_key))
 
 
 def ingest(inbound: InboundMessage) -> IngestResult:
     """Store `inbound` exactly once, on the right ticket, in one transaction; publish after commit."""
+    return ingest_with(inbound)
+
+
+def ingest_with(inbound: InboundMessage, *, before_commit: BeforeCommit | None = None) -> IngestResult:
+    """Ingest `inbound` as ingest() does; `before_commit(result)` adds its own writes to a new message's transaction.
+
+    Nothing is called for a duplicate; if `before_commit` raises, nothing is stored.
+    """
+    # End whatever the caller left open (a read; events queued for a commit of theirs) as a rollback, so the
+    # write below starts its own transaction. An empty transaction makes sure the rollback happens even when
+    # none was open: it costs no round trip.
+    session = db.session()
+    if not session.in_transaction():
+        session.begin()
+    session.rollback()
     for attempt in range(1, _ATTEMPTS + 1):
-        existing = find_message_by_dedupe_key(inbound.dedupe_key)
-        if existing is not None:
-            return IngestResult(existing, existing.ticket, True, False, "duplicate of a stored message")
-        db.session.rollback()  # end the read, so the write below starts its own transaction
         try:
-            return _ingest_once(inbound)
+            # The dedupe check runs in the writer's transaction: one transaction per message, and on SQLite
+            # nobody can store the same message between the check and the insert.
+            begin_write()
+            existing = find_message_by_dedupe_key(inbound.dedupe_key)
+            if existing is not None:
+                result = IngestResult(existing, existing.ticket, True, False, "duplicate of a stored message")
+                db.session.rollback()  # nothing to write: let go of the write lock at once
+                return result
+            return _ingest_once(inbound, before_commit)
         except IntegrityError as error:
             # Lost a race: another process stored this message (or this customer) first. Look again.
             db.session.rollback()
@@ -74,13 +98,16 @@ def ingest(inbound: InboundMessage) -> IngestResult:
     raise IngestError(f"could not store {inbound.dedupe_key} after {_ATTEMPTS} attempts")
 
 
-def _ingest_once(inbound: InboundMessage) -> IngestResult:
-    begin_write()
+def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None) -> IngestResult:
+    # Read before anything is added, so the reads need not flush it. (Automatic mail runs no rule on a known
+    # ticket; should it open one, triage reads them itself.)
+    triage_config = None if inbound.is_automatic else TriageConfig.load()
     sender = normalize_identity(inbound.sender)
     customer = resolve_customer(sender, inbound.other_identities)
-    # One customer's messages are threaded one at a time (PostgreSQL row lock; SQLite already holds the
-    # write lock), so two texts arriving together cannot both open a ticket.
-    db.session.execute(sa.select(Customer.id).where(Customer.id == customer.id).with_for_update())
+    if db.session.get_bind().dialect.name != "sqlite":
+        # One customer's messages are threaded one at a time (a row lock), so two texts arriving together
+        # cannot both open a ticket. SQLite needs none: the writer's transaction holds the database lock.
+        db.session.execute(sa.select(Customer.id).where(Customer.id == customer.id).with_for_update())
     ticket, reason = find_thread(inbound, customer)
     is_new_ticket = False
     if ticket is not None and ticket.status == TicketStatus.CLOSED and not inbound.is_automatic:
@@ -100,6 +127,9 @@ def _ingest_once(inbound: InboundMessage) -> IngestResult:
         is_new_ticket = True
     else:
         _wake_ticket(ticket, inbound, customer)
+    if is_new_ticket:
+        # Triage would set it after the insert below; set now, the ticket is inserted with it.
+        detect_ticket_language(ticket, inbound)
 
     html = sanitize_html(inbound.html) if inbound.html else None
     text = inbound.text or (html_to_text(html) if html else "")
@@ -138,12 +168,16 @@ def _ingest_once(inbound: InboundMessage) -> IngestResult:
             record_event(ticket, "attachment.refused", {"filename": attachment.filename, "size": attachment.size},
                          reason=attachment.refused_reason, actor_label="system")
     # After the message is flushed (the next-response clock reads it), before the commit: one transaction.
-    apply_triage(ticket, inbound, customer, on="create" if is_new_ticket else "customer_message")
+    apply_triage(ticket, inbound, customer, on="create" if is_new_ticket else "customer_message",
+                 config=triage_config)
     payload = {"ticket": ticket.number, "message_id": message.id, "subject": ticket.subject,
                "customer": customer.display_name, "channel": str(inbound.channel)}
     publish_after_commit(db.session(), "ticket.created" if is_new_ticket else "message.created", payload)
+    result = IngestResult(message, ticket, False, is_new_ticket, reason)
+    if before_commit is not None:
+        before_commit(result)
     db.session.commit()
-    return IngestResult(message, ticket, False, is_new_ticket, reason)
+    return result
 
 
 def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | None, str]:

@@ -12,6 +12,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Collection
+from typing import Self
 
 import sqlalchemy as sa
 from flask import current_app
@@ -19,21 +21,38 @@ from imapclient import IMAPClient
 from sqlalchemy.exc import IntegrityError
 
 from channels.email import imap
-from channels.email.imap import ClientFactory, Cursor, MailboxError, MailboxPoller, MailboxSettings, Security
+from channels.email.imap import (
+    ClientFactory,
+    Cursor,
+    MailboxError,
+    MailboxPoller,
+    MailboxSettings,
+    MailboxUnavailable,
+    Security,
+)
 from channels.messages import ChannelName
 from helpdesk.database import begin_write
-from helpdesk.email_intake import ingest_raw_email
+from helpdesk.email_intake import take_in_email
 from helpdesk.extensions import db
 from helpdesk.models import ChannelAccount, MailboxCursor, Message
 from helpdesk.models.base import utcnow
+from helpdesk.tasks import enqueue
 
 log = logging.getLogger(__name__)
 
 #: Marks the account row that holds the cursor and health of the HELPDESK_IMAP_URL mailbox; its connection
 #: settings come from the configuration, not from the row.
 FROM_CONFIG = "HELPDESK_IMAP_URL"
+#: After a refused login or a missing folder (someone has to fix the settings): the first retry waits this
+#: long, each further one twice as long, up to BACKOFF_MAX.
 BACKOFF_BASE = dt.timedelta(minutes=1)
 BACKOFF_MAX = dt.timedelta(hours=1)
+#: A server that cannot be reached is tried again sooner, so mail flows soon after it is back: from
+#: HELPDESK_IMAP_RECONNECT_DELAY_SECONDS (at least MIN_RETRY_DELAY), doubling, up to UNREACHABLE_BACKOFF_MAX.
+UNREACHABLE_BACKOFF_MAX = dt.timedelta(seconds=30)
+MIN_RETRY_DELAY = dt.timedelta(seconds=0.1)
+#: The cursor is saved (and the lease renewed) after this many messages, or after a third of the lease.
+CURSOR_SAVE_EVERY = 25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,26 +131,34 @@ def poll_all_mailboxes(limit_per_run: int | None = None, *,
     return sum(outcome.stored for outcome in poll_each_mailbox(limit_per_run, client_factory=client_factory))
 
 
-def poll_each_mailbox(limit_per_run: int | None = None, *,
-                      client_factory: ClientFactory = IMAPClient) -> list[MailboxOutcome]:
+def poll_each_mailbox(limit_per_run: int | None = None, *, client_factory: ClientFactory = IMAPClient,
+                      replies: QueuedReplies | None = None) -> list[MailboxOutcome]:
     """Poll every configured mailbox once; return what happened to each."""
-    outcomes = []
-    for mailbox in configured_mailboxes():
-        try:
-            outcomes.append(poll_mailbox(mailbox, limit_per_run, client_factory=client_factory))
-        except Exception as error:  # one broken mailbox (or a database hiccup) must not stop the others
-            log.exception("polling %s failed", mailbox.name)
-            db.session.rollback()
-            outcomes.append(MailboxOutcome(mailbox.name, error=f"{type(error).__name__}: {error}"))
-    return outcomes
+    with replies or QueuedReplies() as queued:
+        outcomes = []
+        for mailbox in configured_mailboxes():
+            try:
+                outcomes.append(poll_mailbox(mailbox, limit_per_run, client_factory=client_factory,
+                                             replies=queued))
+            except Exception as error:  # one broken mailbox (or a database hiccup) must not stop the others
+                log.exception("polling %s failed", mailbox.name)
+                db.session.rollback()
+                outcomes.append(MailboxOutcome(mailbox.name, error=f"{type(error).__name__}: {error}"))
+        return outcomes
 
 
 def drain_mailboxes(limit_per_run: int | None = None, *,
                     client_factory: ClientFactory = IMAPClient) -> list[MailboxOutcome]:
     """Poll every mailbox until none has new mail left; return the totals per mailbox."""
+    with QueuedReplies() as replies:
+        return _drain(limit_per_run, client_factory, replies)
+
+
+def _drain(limit_per_run: int | None, client_factory: ClientFactory,
+           replies: QueuedReplies) -> list[MailboxOutcome]:
     totals: dict[str, MailboxOutcome] = {}
     while True:
-        outcomes = poll_each_mailbox(limit_per_run, client_factory=client_factory)
+        outcomes = poll_each_mailbox(limit_per_run, client_factory=client_factory, replies=replies)
         for outcome in outcomes:
             earlier = totals.get(outcome.mailbox)
             if earlier is not None:
@@ -147,21 +174,35 @@ def drain_mailboxes(limit_per_run: int | None = None, *,
 
 def wait_for_new_mail(timeout: float, *, uid_next: int | None = None,
                       client_factory: ClientFactory = IMAPClient) -> None:
-    """Wait until mail arrives or `timeout` passes: IDLE when there is one mailbox, else sleep.
+    """Wait until mail arrives, a failed mailbox is due to be tried again, or `timeout` passes.
 
-    `uid_next` is the last poll's MailboxOutcome.uid_next, so mail that arrived since then ends the wait.
+    IDLE when there is one mailbox, else sleep. `uid_next` is the last poll's MailboxOutcome.uid_next, so mail
+    that arrived since then ends the wait.
     """
     mailboxes = configured_mailboxes()
-    if len(mailboxes) == 1 and not _is_backing_off(mailboxes[0]):
+    shortest_wait = _retry_delay_base().total_seconds()
+    retry_in = _seconds_until_retry(mailboxes)
+    if retry_in is not None:
+        # A mailbox is backing off after failures (its server down, say): wake up when it is due, so its mail
+        # flows again soon after the server does. Its backoff grows with each failure: no tight loop.
+        time.sleep(min(timeout, max(retry_in, shortest_wait)))
+    elif len(mailboxes) == 1:
+        # If even the wait cannot connect, the next poll comes soon: it counts the failure and backs off.
         imap.wait_for_new_mail(mailboxes[0].settings, timeout, uid_next=uid_next,
-                               client_factory=client_factory)
+                               client_factory=client_factory, retry_after=shortest_wait)
     else:
         time.sleep(timeout)
 
 
-def poll_mailbox(mailbox: Mailbox, limit: int | None = None, *,
-                 client_factory: ClientFactory = IMAPClient) -> MailboxOutcome:
+def poll_mailbox(mailbox: Mailbox, limit: int | None = None, *, client_factory: ClientFactory = IMAPClient,
+                 replies: QueuedReplies | None = None) -> MailboxOutcome:
     """Poll one mailbox unless another worker holds it or it is backing off; record how it went."""
+    with replies or QueuedReplies() as queued:
+        return _poll_mailbox(mailbox, limit, client_factory, queued)
+
+
+def _poll_mailbox(mailbox: Mailbox, limit: int | None, client_factory: ClientFactory,
+                  replies: QueuedReplies) -> MailboxOutcome:
     config = current_app.config
     limit = limit or config.get("HELPDESK_IMAP_MESSAGES_PER_RUN", 50)
     lease = dt.timedelta(seconds=config.get("HELPDESK_IMAP_LEASE_SECONDS", 300))
@@ -173,8 +214,11 @@ def poll_mailbox(mailbox: Mailbox, limit: int | None = None, *,
     poller = MailboxPoller(
         mailbox.settings,
         _LeasedCursor(cursor_id, owner, lease),
-        on_message=lambda raw: _store(raw, source),
+        on_message=lambda raw: replies.store(raw, source),
         is_known=is_known_message_id,
+        find_known=known_message_ids,
+        save_every=CURSOR_SAVE_EVERY,
+        save_interval=lease.total_seconds() / 3,
         client_factory=client_factory,
         reconnect_delay=config.get("HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 1.0),
         max_run_bytes=config.get("HELPDESK_IMAP_BYTES_PER_RUN", 64 * 1024 * 1024),
@@ -184,7 +228,7 @@ def poll_mailbox(mailbox: Mailbox, limit: int | None = None, *,
             report = poller.poll(limit)
     except MailboxError as error:
         log.warning("polling %s failed: %s", mailbox.name, error)
-        _record_failure(cursor_id, owner, mailbox.account_id, str(error))
+        _record_failure(cursor_id, owner, mailbox.account_id, error)
         done = error.report
         return MailboxOutcome(mailbox.name, stored=done.stored, skipped_known=done.skipped_known,
                               error=str(error), problems=tuple(done.errors))
@@ -208,11 +252,47 @@ def is_known_message_id(message_id: str) -> bool:
     return known is not None
 
 
-def _store(raw: bytes, source: str) -> bool:
-    # ingest_raw_email returns None after quarantining: the message is committed there, so it counts as
-    # handled. It raises only when even the quarantine could not be written; then the poller keeps it.
-    ingest_raw_email(raw, source)
-    return True
+def known_message_ids(message_ids: Collection[str]) -> set[str]:
+    """Return which of these Message-IDs are stored already, in one query."""
+    keys = {f"email:{message_id}": message_id for message_id in message_ids}
+    stored = db.session.scalars(sa.select(Message.dedupe_key).where(Message.dedupe_key.in_(list(keys))))
+    known = {keys[key] for key in stored}
+    db.session.rollback()
+    return known
+
+
+class QueuedReplies:
+    """Takes in polled mail; the acknowledgements it queues are sent by one delivery job when the block ends.
+
+    One job for a whole drain rather than one per message: with jobs in threads of this process, deliveries
+    running beside the poller would compete with it for the database (on SQLite, its write lock).
+    """
+
+    def __init__(self):
+        self.count = 0
+        self._depth = 0
+
+    def store(self, raw: bytes, source: str) -> bool:
+        """Take in one polled message; return True once it is committed (stored or quarantined)."""
+        # take_in_email quarantines what it cannot store: that is committed too, so it counts as handled. It
+        # raises only when even the quarantine could not be written; then the poller keeps the message.
+        intake = take_in_email(raw, source, deliver_now=False)
+        self.count += intake.queued_reply
+        return True
+
+    def __enter__(self) -> Self:
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._depth -= 1
+        if self._depth or not self.count:
+            return  # an outer block sends them
+        count, self.count = self.count, 0
+        try:
+            enqueue("deliver_outbox")
+        except Exception:  # the periodic delivery job sends them all the same
+            log.warning("could not start delivering %d acknowledgements now", count, exc_info=True)
 
 
 class _LeasedCursor:
@@ -316,23 +396,46 @@ def _why_not_polled(cursor_id: int) -> str:
     return why
 
 
-def _is_backing_off(mailbox: Mailbox) -> bool:
-    next_attempt_at = db.session.scalar(
-        sa.select(MailboxCursor.next_attempt_at).where(MailboxCursor.account_id == mailbox.account_id,
-                                                       MailboxCursor.folder == mailbox.settings.folder))
-    db.session.rollback()
-    return next_attempt_at is not None and next_attempt_at > utcnow()
-
-
-def _record_failure(cursor_id: int, owner: str, account_id: int, error: str) -> None:
+def _seconds_until_retry(mailboxes: list[Mailbox]) -> float | None:
+    """Return how soon the first of `mailboxes` that is backing off may be tried again; None if none is."""
     now = utcnow()
+    waits = []
+    for mailbox in mailboxes:
+        next_attempt_at = db.session.scalar(
+            sa.select(MailboxCursor.next_attempt_at).where(MailboxCursor.account_id == mailbox.account_id,
+                                                           MailboxCursor.folder == mailbox.settings.folder))
+        if next_attempt_at is not None and next_attempt_at > now:
+            waits.append((next_attempt_at - now).total_seconds())
+    db.session.rollback()
+    return min(waits, default=None)
+
+
+def _retry_delay_base() -> dt.timedelta:
+    seconds = current_app.config.get("HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 1.0)
+    return max(MIN_RETRY_DELAY, dt.timedelta(seconds=seconds))
+
+
+def retry_delay(error: MailboxError, failures: int) -> dt.timedelta:
+    """Return how long to wait before polling again after `failures` failures in a row, the last `error`."""
+    if isinstance(error, MailboxUnavailable):
+        base, cap = _retry_delay_base(), UNREACHABLE_BACKOFF_MAX
+    else:
+        # A refused login or a missing folder needs someone to fix the settings; asking often would not
+        # help, and repeated failed logins can get the account locked.
+        base, cap = BACKOFF_BASE, BACKOFF_MAX
+    return min(max(cap, base), base * 2 ** min(failures - 1, 16))
+
+
+def _record_failure(cursor_id: int, owner: str, account_id: int, failure: MailboxError) -> None:
+    now = utcnow()
+    error = str(failure)
     db.session.rollback()
     begin_write()
     cursor = db.session.get(MailboxCursor, cursor_id, populate_existing=True)
     account = db.session.get(ChannelAccount, account_id, populate_existing=True)
     cursor.consecutive_failures += 1
     failures = cursor.consecutive_failures
-    cursor.next_attempt_at = now + min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(failures - 1, 16))
+    cursor.next_attempt_at = now + retry_delay(failure, failures)
     if failures >= current_app.config.get("HELPDESK_IMAP_FAILURES_BEFORE_UNHEALTHY", 5):
         account.last_error = error[:1000]
         if account.unhealthy_since is None:

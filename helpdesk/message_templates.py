@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 from typing import Any
 
 import sqlalchemy as sa
-from flask import render_template
-from jinja2 import StrictUndefined, TemplateSyntaxError
+from flask import current_app
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from helpdesk.extensions import db
@@ -78,10 +79,16 @@ SAMPLE_CONTEXT = {
 
 def render_sandboxed(source: str, context: dict[str, Any]) -> str:
     """Render template `source` in the sandbox; raise on syntax errors, unsafe access and unknown names."""
-    text = _sandbox.from_string(source).render(context)
+    text = _compiled(source).render(context)
     if len(text) > MAX_RENDERED_CHARS:
         raise SecurityError(f"the rendered text is longer than {MAX_RENDERED_CHARS} characters")
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str) -> Template:
+    # Compiling is most of the cost of rendering, and every new ticket renders the same few templates.
+    return _sandbox.from_string(source)
 
 
 def check_template_source(field: str, source: str) -> None:
@@ -123,8 +130,9 @@ def render_acknowledgement(ticket: Ticket) -> tuple[str | None, str]:
         except Exception:  # a broken admin template must never stop the acknowledgement
             log.exception("message template %s (%s) failed to render; the built-in text is sent",
                           template.name, template.language or "default")
-    text = render_template(FALLBACK_FILES[ACKNOWLEDGEMENT], ticket=ticket, customer_name=customer_name)
-    return None, text
+    # The file needs nothing from the request context: rendered straight, without Flask's context processors.
+    fallback = current_app.jinja_env.get_template(FALLBACK_FILES[ACKNOWLEDGEMENT])
+    return None, fallback.render(ticket=ticket, customer_name=customer_name)
 
 
 def list_message_templates() -> list[MessageTemplate]:

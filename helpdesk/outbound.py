@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import re
 import uuid
 
 import sqlalchemy as sa
@@ -34,6 +36,10 @@ _IDENTITY_FOR_CHANNEL = {
 }
 
 
+#: The shape of every Message-ID _new_external_id gives outgoing mail.
+_OUR_EMAIL_MESSAGE_ID = re.compile(r"<helpdesk\.[0-9a-f]{32}@[^<>@\s]+>")
+
+
 class ReplyRefused(ValueError):
     """The reply cannot be sent as asked; the message says why, for the agent."""
 
@@ -61,6 +67,11 @@ def _new_external_id(channel: ChannelName) -> str:
         domain = current_app.config["HELPDESK_SUPPORT_ADDRESS"].rpartition("@")[2] or "helpdesk.localhost"
         return f"<helpdesk.{token}@{domain}>"
     return f"helpdesk-{token}"
+
+
+def has_our_message_id_shape(external_id: str | None) -> bool:
+    """Tell whether `external_id` looks like a Message-ID we gave outgoing mail (only such an id can be ours)."""
+    return bool(external_id) and _OUR_EMAIL_MESSAGE_ID.fullmatch(external_id) is not None
 
 
 def reply(ticket: Ticket, agent: Agent, text: str, *, is_public: bool = True,
@@ -149,46 +160,83 @@ def _claim_due(limit: int) -> list[int]:
 
 
 def deliver_due(registry: ChannelRegistry, limit: int = 50) -> int:
-    """Send every due outbox item once; return how many were handled."""
+    """Send every due outbox item once, claiming `limit` at a time; return how many were handled."""
     handled = 0
-    for item_id in _claim_due(limit):
-        item = db.session.get(OutboxItem, item_id)
-        message = db.session.get(Message, item.message_id)
-        outbound = OutboundMessage(
-            channel=message.channel,
-            recipient=message.address or "",
-            text=message.text,
-            html=message.html,
-            subject=_reply_subject(message.ticket, message.subject),
-            external_id=message.external_id,
-            reply_to_external_ids=_conversation_ids(message),
-            is_automatic=message.is_automatic,
-        )
+    while True:
+        claimed = _claim_due(limit)
+        handled += _deliver(registry, claimed)
+        if len(claimed) < limit:
+            return handled
+
+
+def _deliver(registry: ChannelRegistry, claimed: list[int]) -> int:
+    handled = 0
+    for due in _read_due(claimed):
         provider_id = None
         try:
-            result = registry.get(message.channel).send(outbound)
+            result = registry.get(due.message.channel).send(due.message)
         except Exception as error:  # a channel bug must not stop the other deliveries
-            log.exception("sending message %s failed", message.id)
+            log.exception("sending message %s failed", due.message_id)
             result_status, error_text, temporary = DeliveryStatus.FAILED, f"{type(error).__name__}: {error}", True
         else:
             result_status, error_text, temporary = result.status, result.error, result.is_temporary
-            if result.provider_id and message.channel is not ChannelName.EMAIL:
+            if result.provider_id and due.message.channel is not ChannelName.EMAIL:
                 provider_id = result.provider_id
         # The send took a while: record it in a writer's transaction, so a commit made meanwhile (an inbound
         # text, a status report) cannot fail the write and leave a sent message looking unsent.
         db.session.rollback()
         begin_write()
-        item = db.session.get(OutboxItem, item_id)
-        message = db.session.get(Message, item.message_id)
+        item, message = db.session.execute(
+            sa.select(OutboxItem, Message).join(Message, Message.id == OutboxItem.message_id)
+            .where(OutboxItem.id == due.item_id)
+        ).one()
         if provider_id:
             message.external_id = provider_id
-        _record_delivery(item, message, result_status, error_text, temporary)
+        _record_delivery(item, message, result_status, error_text, temporary, due.ticket_number)
         handled += 1
     return handled
 
 
+@dataclasses.dataclass(frozen=True)
+class _DueItem:
+    item_id: int
+    message_id: int
+    ticket_number: int
+    message: OutboundMessage
+
+
+def _read_due(item_ids: list[int]) -> list[_DueItem]:
+    """Return what each claimed item sends, oldest due first, read in one query (and one per conversation)."""
+    if not item_ids:
+        return []
+    rows = db.session.execute(
+        sa.select(OutboxItem.id, Message, Ticket)
+        .join(Message, Message.id == OutboxItem.message_id)
+        .join(Ticket, Ticket.id == Message.ticket_id)
+        .where(OutboxItem.id.in_(item_ids))
+    ).all()
+    found = {item_id: (message, ticket) for item_id, message, ticket in rows}
+    due = []
+    for item_id in item_ids:
+        if item_id not in found:
+            continue  # deleted with its ticket since it was claimed
+        message, ticket = found[item_id]
+        outbound = OutboundMessage(
+            channel=message.channel,
+            recipient=message.address or "",
+            text=message.text,
+            html=message.html,
+            subject=_reply_subject(ticket, message.subject),
+            external_id=message.external_id,
+            reply_to_external_ids=_conversation_ids(message),
+            is_automatic=message.is_automatic,
+        )
+        due.append(_DueItem(item_id, message.id, ticket.number, outbound))
+    return due
+
+
 def _record_delivery(item: OutboxItem, message: Message, status: DeliveryStatus, error: str | None,
-                     temporary: bool) -> None:
+                     temporary: bool, ticket_number: int) -> None:
     if status is DeliveryStatus.FAILED and temporary and item.attempts < MAX_ATTEMPTS:
         item.state = OutboxState.PENDING
         item.next_attempt_at = utcnow() + dt.timedelta(seconds=min(3600, 15 * 2 ** (item.attempts - 1)))
@@ -206,7 +254,7 @@ def _record_delivery(item: OutboxItem, message: Message, status: DeliveryStatus,
         message.delivery_error = None
     item.claimed_at = None
     publish_after_commit(db.session(), "message.updated",
-                         {"ticket": message.ticket.number, "message_id": message.id,
+                         {"ticket": ticket_number, "message_id": message.id,
                           "delivery_status": str(message.delivery_status)})
     db.session.commit()
 
@@ -226,27 +274,41 @@ def _reply_subject(ticket: Ticket, custom: str | None = None) -> str:
 
 
 def send_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
-    """Queue the automatic acknowledgement of a new ticket, unless its sender got too many lately.
+    """Queue the automatic acknowledgement of a new ticket, unless its sender got too many lately; commit.
 
     Returns the queued message, or None when it was held back (recorded on the ticket either way).
     """
     begin_write()
+    message = queue_acknowledgement(ticket, inbound)
+    db.session.commit()
+    return message
+
+
+def queue_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
+    """Add the acknowledgement of new `ticket` and its outbox row to the open transaction; the caller commits.
+
+    Returns the queued message, or None when it was held back because its sender got too many lately
+    (recorded on the ticket either way).
+    """
     window = dt.timedelta(minutes=current_app.config.get("HELPDESK_ACK_WINDOW_MINUTES", 60))
     limit = current_app.config.get("HELPDESK_ACK_LIMIT_PER_WINDOW", 3)
-    recent = db.session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Message)
-        .where(Message.direction == Direction.OUTBOUND, Message.is_automatic.is_(True),
-               Message.address == inbound.address, Message.created_at >= utcnow() - window)
-    )
+    # Neither read below depends on what the transaction holds unflushed (the inbound message, its events):
+    # they need not flush it first, it goes with the acknowledgement's own flush.
+    with db.session.no_autoflush:
+        recent = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Message)
+            .where(Message.direction == Direction.OUTBOUND, Message.is_automatic.is_(True),
+                   Message.address == inbound.address, Message.created_at >= utcnow() - window)
+        )
     if recent >= limit:
         # A sender (or a misconfigured autoresponder) opening ticket after ticket must not start a mail loop.
         record_event(ticket, "acknowledgement.held", {"address": inbound.address},
                      reason=f"{recent} acknowledgements to this address in the last {window}")
-        db.session.commit()
         return None
-    # The admins' template for the ticket's language (or their default), else the built-in text.
-    subject, text = render_acknowledgement(ticket)
+    with db.session.no_autoflush:
+        # The admins' template for the ticket's language (or their default), else the built-in text.
+        subject, text = render_acknowledgement(ticket)
     external_id = _new_external_id(inbound.channel)
     message = Message(
         ticket=ticket,
@@ -265,5 +327,4 @@ def send_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
     db.session.flush()
     db.session.add(OutboxItem(message_id=message.id))
     record_event(ticket, "acknowledgement.sent", {"message_id": message.id, "address": inbound.address})
-    db.session.commit()
     return message

@@ -65,7 +65,9 @@ def enqueue(name: str) -> None:
         JOBS[name]()
     else:
         app = current_app._get_current_object()
-        socketio.start_background_task(_run_in_context, app, name)
+        # Not a daemon thread: a process that exits (`fetch-mail --once`, a stopping server) first finishes the
+        # job it started, rather than cutting a delivery off between sending and recording it.
+        threading.Thread(target=_run_in_context, args=(app, name), name=f"job-{name}").start()
 
 
 def _run_in_context(app: Flask, name: str) -> None:

@@ -2,7 +2,8 @@
 
 The poller knows nothing about tickets. It is handed `on_message(raw) -> bool`, which returns True once
 the message is committed (stored or kept aside), and `is_known(message_id) -> bool`, which tells whether a
-Message-ID is stored already; the cursor (UIDVALIDITY plus the last handled UID) lives behind a small
+Message-ID is stored already (optionally also `find_known(message_ids) -> set`, which answers for a whole
+batch of headers at once); the cursor (UIDVALIDITY plus the last handled UID) lives behind a small
 `CursorStore`, so the caller decides where it is persisted.
 
     report = MailboxPoller(settings, store, on_message, is_known).poll(limit=50)
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import imaplib
 import logging
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from imapclient import IMAPClient
@@ -97,7 +99,8 @@ class Cursor:
 class CursorStore(Protocol):
     def load(self) -> Cursor: ...
 
-    #: Called after every handled message, even when the cursor could not move; may raise to stop the run.
+    #: Called as messages are handled (see MailboxPoller's save_every), even when the cursor could not move;
+    #: may raise to stop the run.
     def save(self, cursor: Cursor) -> None: ...
 
 
@@ -142,7 +145,8 @@ ClientFactory = Callable[..., IMAPClient]
 def connect(settings: MailboxSettings, client_factory: ClientFactory = IMAPClient,
             ssl_context: ssl.SSLContext | None = None) -> IMAPClient:
     """Open a logged-in connection; raise MailboxLoginError, or an OSError when the server is unreachable."""
-    context = ssl_context or ssl.create_default_context()
+    # Only TLS needs a context; building one reads the system's certificates, so it is built once.
+    context = None if settings.security is Security.NONE else ssl_context or _default_ssl_context()
     is_tls = settings.security is Security.TLS
     client = client_factory(settings.host, port=settings.effective_port, ssl=is_tls, ssl_context=context,
                             timeout=settings.timeout)
@@ -164,6 +168,11 @@ def connect(settings: MailboxSettings, client_factory: ClientFactory = IMAPClien
         discard(client)
         raise
     return client
+
+
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
 
 
 def discard(client: IMAPClient | None) -> None:
@@ -189,6 +198,9 @@ class MailboxPoller:
         on_message: Callable[[bytes], bool],
         is_known: Callable[[str], bool],
         *,
+        find_known: Callable[[Collection[str]], Collection[str]] | None = None,
+        save_every: int = 1,
+        save_interval: float | None = None,
         client_factory: ClientFactory = IMAPClient,
         ssl_context: ssl.SSLContext | None = None,
         max_reconnects: int = 4,
@@ -202,6 +214,13 @@ class MailboxPoller:
         self.cursor_store = cursor_store
         self.on_message = on_message
         self.is_known = is_known
+        #: Which of these Message-IDs are stored already: one question per batch of headers, not per message.
+        self.find_known = find_known
+        #: The cursor is saved after this many handled messages, or once `save_interval` seconds passed since
+        #: the last save, and at the end of the run. Saving less often is safe: after a crash, what was
+        #: handled since is read again by its headers and skipped as known (it is flagged already).
+        self.save_every = max(1, save_every)
+        self.save_interval = save_interval
         self.client_factory = client_factory
         self.ssl_context = ssl_context
         self.max_reconnects = max_reconnects
@@ -238,12 +257,14 @@ class MailboxPoller:
             while True:
                 try:
                     self._drain(run, report)
+                    self._save_progress(run)
                     return report
                 except DROPPED as error:
                     self.close()
                     self._reconnect(report, error)
         except MailboxError as error:
             error.report = report
+            self._save_progress_quietly(run)
             raise
 
     def _connect(self) -> IMAPClient:
@@ -282,21 +303,41 @@ class MailboxPoller:
         # "UID n:*" always matches the highest UID, even below n, so the filter below is needed.
         found = client.search(["UID", f"{cursor.last_uid + 1}:*", "NOT", "DELETED"])
         uids = sorted(uid for uid in found if uid > cursor.last_uid and uid not in run.handled)
-        for start in range(0, len(uids), self.header_batch):
-            batch = uids[start:start + self.header_batch]
+        start = 0
+        while start < len(uids):
+            # No more headers than this run may still download bodies for (known mail needs no download, so
+            # a batch of it is simply followed by the next).
+            batch = uids[start:start + min(self.header_batch, max(1, run.limit - run.downloads))]
+            start += len(batch)
             headers = client.fetch(batch, [_HEADER_ITEM, "FLAGS", "RFC822.SIZE"])
+            known = self._known_among(headers)
             for uid in batch:
                 if run.downloads >= run.limit:
                     report.has_more = True
                     return
                 try:
-                    cursor = self._handle(client, uid, headers.get(uid), cursor, run, report)
+                    cursor = self._handle(client, uid, headers.get(uid), cursor, run, report, known)
                 except _RunIsFull:
                     report.has_more = True
                     return
 
+    def _known_among(self, headers: dict) -> _KnownIds:
+        message_ids = {uid: _message_id(fetched) for uid, fetched in headers.items()}
+        if self.find_known is None:
+            return _KnownIds(message_ids, None)
+        wanted = {message_id for message_id in message_ids.values() if message_id is not None}
+        return _KnownIds(message_ids, set(self.find_known(wanted)) if wanted else set())
+
+    def _is_known(self, message_id: str, known: _KnownIds) -> bool:
+        # A Message-ID handed over since the batch was looked up (a second copy of one mail, delivered to two
+        # of our addresses) may be stored by now: ask again.
+        if known.stored is None or message_id in known.handed_over:
+            return self.is_known(message_id)
+        return message_id in known.stored
+
     def _checked_cursor(self, uid_validity: int, run: _Run, report: PollReport) -> Cursor:
-        cursor = self.cursor_store.load()
+        # After a reconnect, the progress not saved yet is where this run goes on from.
+        cursor = run.unsaved if run.unsaved is not None else self.cursor_store.load()
         if cursor.uid_validity == uid_validity:
             return cursor
         if cursor.uid_validity is not None:
@@ -307,17 +348,18 @@ class MailboxPoller:
             report.uid_validity_changed = True
             run.handled.clear()
             run.failed.clear()
+        run.unsaved = None
         cursor = Cursor(uid_validity, 0)
         self.cursor_store.save(cursor)
         return cursor
 
     def _handle(self, client: IMAPClient, uid: int, header: dict | None, cursor: Cursor, run: _Run,
-                report: PollReport) -> Cursor:
+                report: PollReport, known: _KnownIds) -> Cursor:
         if header is None:
             # Expunged since the search: nothing left to store.
             return self._advance(cursor, uid, run)
-        message_id = _message_id(header)
-        if message_id is not None and self.is_known(message_id):
+        message_id = known.message_ids.get(uid)
+        if message_id is not None and self._is_known(message_id, known):
             # Flagged already when it sits behind a message the cursor waits for; no need to say it again.
             if self.settings.move_to or SEEN not in header.get(b"FLAGS", ()):
                 self._acknowledge(client, uid, report)
@@ -331,6 +373,8 @@ class MailboxPoller:
             return self._advance(cursor, uid, run)
         run.downloads += 1
         report.bytes_downloaded += len(raw)
+        if message_id is not None:
+            known.handed_over.add(message_id)
         try:
             committed = bool(self.on_message(raw))
             problem = None if committed else "not committed"
@@ -354,8 +398,26 @@ class MailboxPoller:
         # all the same: saving is how a store renews its hold on the mailbox.
         if not run.failed:
             cursor = Cursor(cursor.uid_validity, uid)
-        self.cursor_store.save(cursor)
+        run.unsaved, run.handled_since_save = cursor, run.handled_since_save + 1
+        is_due = run.handled_since_save >= self.save_every or (
+            self.save_interval is not None and time.monotonic() - run.saved_at >= self.save_interval)
+        if is_due:
+            self._save_progress(run)
         return cursor
+
+    def _save_progress(self, run: _Run) -> None:
+        if run.unsaved is None:
+            return
+        self.cursor_store.save(run.unsaved)
+        run.unsaved, run.handled_since_save, run.saved_at = None, 0, time.monotonic()
+
+    def _save_progress_quietly(self, run: _Run) -> None:
+        # The mailbox failed; keep what was handled, if the store lets us. If not, the next run reads those
+        # messages' headers again and skips them as known.
+        try:
+            self._save_progress(run)
+        except Exception as error:  # noqa: BLE001 - the failure to report is the mailbox's; this one is logged
+            log.warning("could not save the cursor of %s: %s", self._where(), error)
 
     def _download(self, client: IMAPClient, uid: int) -> bytes | None:
         fetched = client.fetch([uid], [_BODY_ITEM]).get(uid)
@@ -389,11 +451,12 @@ class MailboxPoller:
 
 def wait_for_new_mail(settings: MailboxSettings, timeout: float, *, uid_next: int | None = None,
                       client_factory: ClientFactory = IMAPClient, ssl_context: ssl.SSLContext | None = None,
-                      sleep: Callable[[float], None] = time.sleep) -> bool:
+                      sleep: Callable[[float], None] = time.sleep, retry_after: float | None = None) -> bool:
     """Wait up to `timeout` s for mail (IDLE, else sleep); tell whether some arrived.
 
     `uid_next` is PollReport.uid_next from the last poll: mail that came in since then is announced at once,
-    though IDLE itself only tells of mail arriving after it started.
+    though IDLE itself only tells of mail arriving after it started. When the server cannot be reached, the
+    wait is cut to `retry_after` s (if given), so the caller can try again (and count the failure) sooner.
     """
     deadline = time.monotonic() + timeout
     client = None
@@ -417,7 +480,8 @@ def wait_for_new_mail(settings: MailboxSettings, timeout: float, *, uid_next: in
             client.idle_done()
     except (*DROPPED, MailboxError, IMAPClient.Error) as error:
         log.warning("cannot wait for mail on %s@%s: %s", settings.user, settings.host, error)
-        sleep(max(0.0, deadline - time.monotonic()))
+        remaining = max(0.0, deadline - time.monotonic())
+        sleep(remaining if retry_after is None else min(remaining, retry_after))
         return False
     finally:
         discard(client)
@@ -435,6 +499,21 @@ class _Run:
     downloads: int = 0
     handled: set[int] = dataclasses.field(default_factory=set)
     failed: set[int] = dataclasses.field(default_factory=set)
+    #: The cursor as handled so far, when it has not been saved yet.
+    unsaved: Cursor | None = None
+    handled_since_save: int = 0
+    saved_at: float = dataclasses.field(default_factory=time.monotonic)
+
+
+@dataclasses.dataclass
+class _KnownIds:
+    """One batch of headers: the Message-ID of each UID, and which are stored already (find_known's answer)."""
+
+    message_ids: dict[int, str | None]
+    #: None without find_known: then is_known is asked for each message.
+    stored: set[str] | None
+    #: Message-IDs handed to on_message since that answer was given.
+    handed_over: set[str] = dataclasses.field(default_factory=set)
 
 
 def _message_id(fetched: dict) -> str | None:

@@ -21,8 +21,10 @@ import dataclasses
 import datetime as dt
 import email
 import email.header
+import email.headerregistry
 import email.policy
 import email.utils
+import functools
 import hashlib
 import html as html_lib
 import mimetypes
@@ -109,6 +111,30 @@ _CHARSET_ALIASES = {
 _MULTIBYTE_CODECS = ("shift_jis", "cp932", "euc_", "iso2022", "gb", "big5", "cp949", "cp950", "johab", "hz")
 _UNICODE_CODECS = ("utf_8", "utf_16", "utf_32", "utf_7")
 _ISO2022_JP_FAMILY = ("iso2022_jp_2", "iso2022_jp_ext", "iso2022_jp_3")
+
+
+class _ParseOnceHeaderRegistry(email.headerregistry.HeaderRegistry):
+    """The standard header factory, remembering what it parsed.
+
+    policy.default parses a header again on every read (a part's Content-Type is read a dozen times while the
+    body structure is sorted out), and mail repeats the same values; the parsed headers are immutable.
+    """
+
+    #: Longer values (a long References chain) are parsed each time rather than kept.
+    MAX_CACHED_LENGTH = 2000
+
+    def __init__(self):
+        super().__init__()
+        self._parse_once = functools.lru_cache(maxsize=4096)(super().__call__)
+
+    def __call__(self, name, value):
+        if len(value) > self.MAX_CACHED_LENGTH:
+            return super().__call__(name, value)
+        return self._parse_once(name, value)
+
+
+#: policy.default with each distinct header parsed once.
+_POLICY = email.policy.default.clone(header_factory=_ParseOnceHeaderRegistry())
 
 
 class UnparseableEmail(ValueError):
@@ -228,7 +254,7 @@ def _read(raw: bytes) -> _Mail:
     if raw.startswith(_OLE2_MAGIC):
         raise UnparseableEmail("an Outlook .msg file (OLE2), not an RFC 5322 message")
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.default)
+        message = email.message_from_bytes(raw, policy=_POLICY)
         return _mail(message, raw)
     except (RecursionError, MemoryError):
         raise UnparseableEmail("the message is nested too deeply or too large to parse") from None
@@ -403,7 +429,7 @@ def message_id_from_headers(header_block: bytes) -> str | None:
     message, or cannot be told from the headers alone (8-bit bytes are decoded with the body's charset).
     """
     try:
-        message = email.message_from_bytes(bytes(header_block or b"") + b"\r\n", policy=email.policy.default)
+        message = email.message_from_bytes(bytes(header_block or b"") + b"\r\n", policy=_POLICY)
         raw = _raw_header(message, "Message-ID")
     except Exception:  # promised never to raise: the body is then downloaded and ingest deduplicates
         return None
@@ -685,7 +711,7 @@ def _recovered_children(part: Message) -> list[Message] | None:
         return None
     head = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n'.encode("ascii", "replace")
     rebuilt = email.message_from_bytes(
-        head + payload.encode("utf-8", "surrogateescape"), policy=email.policy.default
+        head + payload.encode("utf-8", "surrogateescape"), policy=_POLICY
     )
     return _children(rebuilt) if isinstance(rebuilt.get_payload(), list) else None
 

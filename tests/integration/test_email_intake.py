@@ -141,3 +141,9 @@ def test_a_bounce_for_mail_we_do_not_know_is_kept_as_automatic_mail():
     intake = take_in_email(delivery_status_report("<unknown@elsewhere>"), "test")
     assert intake.result.message.is_automatic
     assert events("acknowledgement.sent") == []
+
+
+def test_mail_whose_id_only_looks_like_one_of_ours_is_kept():
+    never_sent = "<helpdesk.0123456789abcdef0123456789abcdef@helpdesk.localhost>"
+    intake = take_in_email(raw_email(never_sent), "test")
+    assert intake.dropped_reason is None and intake.result.message.external_id == never_sent

@@ -1,6 +1,9 @@
 """Mail in through a real Dovecot: headers first, acknowledged after commit, one poller per mailbox."""
 
 import datetime as dt
+import os
+import signal
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -13,21 +16,33 @@ from sqlalchemy.exc import OperationalError
 
 from channels.email.imap import (
     Cursor,
+    MailboxLoginError,
     MailboxPoller,
     MailboxSettings,
+    MailboxUnavailable,
     Security,
     wait_for_new_mail,
 )
 from channels.email.parse import parse_email
 from channels.messages import ChannelName
-from helpdesk.email_intake import ingest_raw_email
+from helpdesk.email_intake import ingest_raw_email, take_in_email
 from helpdesk.extensions import db
 from helpdesk.jobs import poll_mailboxes
 from helpdesk.mail_commands import register
-from helpdesk.mailboxes import is_known_message_id, poll_all_mailboxes, poll_each_mailbox
-from helpdesk.models import ChannelAccount, MailboxCursor, Message, QuarantinedMessage, Ticket
+from helpdesk.mailboxes import is_known_message_id, poll_all_mailboxes, poll_each_mailbox, retry_delay
+from helpdesk.models import (
+    ChannelAccount,
+    MailboxCursor,
+    Message,
+    OutboxItem,
+    OutboxState,
+    QuarantinedMessage,
+    Ticket,
+)
 from helpdesk.models.base import utcnow
+from helpdesk.tasks import enqueue
 from tests.fakes.dovecot import AWKWARD_USER, LOCKED_REASON, LOCKED_USER, running_dovecot
+from tests.servers import REPO_ROOT, flask_command, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -493,3 +508,182 @@ def test_fetch_mail_keeps_fetching_and_waiting_until_interrupted(runner, mailbox
     assert result.output.count("1 new messages ingested") == 2 and "stopped" in result.output
     assert waits == [2, 3]  # each wait starts from the UIDNEXT its poll saw
     assert stored_ids() == ["<loop1@example.org>", "<loop2@example.org>"]
+
+
+def test_the_poll_job_retries_an_unreachable_server_with_growing_backoff_and_counts_the_failures(
+        app, dovecot_server, mailbox, monkeypatch):
+    monkeypatch.setitem(app.config, "HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 0.2)
+    monkeypatch.setitem(app.config, "HELPDESK_IMAP_FAILURES_BEFORE_UNHEALTHY", 3)
+    account = email_account(mailbox)
+    mailbox.append(raw_email("<while-down@example.org>"))
+    dovecot_server.stop()  # down before the first connection
+
+    def poll_when_due():
+        cursor = db.session.scalar(sa.select(MailboxCursor).where(MailboxCursor.account_id == account.id))
+        if cursor is not None and cursor.next_attempt_at is not None:
+            time.sleep(max(0.0, (cursor.next_attempt_at - utcnow()).total_seconds()) + 0.05)
+        started = utcnow()
+        assert poll_mailboxes() == 0  # the job, as Celery beat or the in-process scheduler runs it
+        cursor = cursor_of(account)
+        return cursor.consecutive_failures, (cursor.next_attempt_at - started).total_seconds()
+
+    attempts = [poll_when_due() for _ in range(3)]
+
+    # Each failure counts and doubles the wait, starting from the reconnect delay (not the minute a refused
+    # login waits); the third one in a row marks the mailbox unhealthy for the admins.
+    assert [failures for failures, _ in attempts] == [1, 2, 3]
+    for (_, delay), expected in zip(attempts, (0.2, 0.4, 0.8), strict=True):
+        assert expected - 0.05 < delay < expected + 0.5
+    db.session.refresh(account)
+    assert account.unhealthy_since is not None and "cannot reach" in account.last_error
+    # Polled again before the retry is due, the job leaves the server alone.
+    [outcome] = poll_each_mailbox()
+    assert outcome.not_polled.startswith("backing off after 3 failures")
+
+    dovecot_server.start()
+    cursor = cursor_of(account)
+    time.sleep(max(0.0, (cursor.next_attempt_at - utcnow()).total_seconds()) + 0.05)
+    assert poll_mailboxes() == 1
+    assert stored_ids() == ["<while-down@example.org>"] and mailbox.seen_uids() == [1]
+    db.session.refresh(account)
+    assert account.unhealthy_since is None and cursor_of(account).consecutive_failures == 0
+
+
+def test_an_unreachable_server_is_retried_no_faster_than_the_backoff_and_at_most_every_30_seconds(app, monkeypatch):
+    monkeypatch.setitem(app.config, "HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 1.0)
+    down = MailboxUnavailable("cannot reach the server")
+    assert [retry_delay(down, failures).total_seconds() for failures in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+    # A delay of 0 would be a tight loop: the backoff still starts above zero and grows.
+    monkeypatch.setitem(app.config, "HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 0)
+    assert 0 < retry_delay(down, 1).total_seconds() < retry_delay(down, 2).total_seconds()
+    # A refused login waits minutes: asking again soon would not help.
+    assert retry_delay(MailboxLoginError("refused"), 1) == dt.timedelta(minutes=1)
+
+
+def test_fetch_mail_started_while_the_server_is_down_backs_off_and_picks_up_the_mail_once_it_is_back(
+        app, app_config, dovecot_server, mailbox, tmp_path):
+    account = email_account(mailbox)
+    mailbox.append(raw_email("<first-connect@example.org>"))
+    dovecot_server.stop()
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env.update({
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "SECRET_KEY": app_config["SECRET_KEY"],
+        "HELPDESK_INSTANCE_PATH": str(tmp_path / "instance"),
+        "HELPDESK_IMAP_RECONNECT_DELAY_SECONDS": "0.2",
+        "HELPDESK_IMAP_FAILURES_BEFORE_UNHEALTHY": "3",
+        "HELPDESK_IMAP_TIMEOUT_SECONDS": "5",
+    })
+    log_path = tmp_path / "fetch-mail.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(flask_command("helpdesk", "fetch-mail"), cwd=REPO_ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        unhealthy = _wait_for(lambda: _read(lambda: db.session.get(ChannelAccount, account.id).unhealthy_since),
+                              process, log_path)
+        # Marked unhealthy at the third failure in a row; the retries came 0.2, then 0.4 s apart (the next
+        # one waits 0.8 s): a handful of attempts, not a tight loop.
+        attempts = log_path.read_text(errors="replace").count(": failed: cannot reach")
+        assert unhealthy is not None and 3 <= attempts <= 5, log_path.read_text()
+
+        time.sleep(1.5)
+        attempts_while_down = log_path.read_text(errors="replace").count(": failed: cannot reach")
+        assert attempts_while_down <= attempts + 3, log_path.read_text()  # backing off: 1.6 s, then 3.2 s ...
+
+        dovecot_server.start()
+        back = time.monotonic()
+        _wait_for(lambda: _read(lambda: stored_ids() or None), process, log_path)
+        # At most one backoff step (3.2 s by now, 6.4 s at worst) after the server came back.
+        assert time.monotonic() - back < 10
+        assert _read(stored_ids) == ["<first-connect@example.org>"]
+        _wait_for(lambda: _read(lambda: cursor_of(account).consecutive_failures == 0 or None), process, log_path)
+        assert _read(lambda: db.session.get(ChannelAccount, account.id).unhealthy_since) is None
+        assert mailbox.seen_uids() == [1]
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        process.wait(timeout=20)
+    finally:
+        stop_process(process)
+    output = log_path.read_text(errors="replace")
+    assert process.returncode == 0, output
+    assert "1 new messages ingested" in output and "stopped" in output
+
+
+def _read(query):
+    """Run `query` in a fresh transaction and end it at once (on SQLite, never block the poller's commits)."""
+    db.session.rollback()
+    db.session.expire_all()
+    try:
+        return query()
+    finally:
+        db.session.rollback()
+
+
+def _wait_for(condition, process, log_path, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value is not None:
+            return value
+        if process.poll() is not None:
+            raise AssertionError(f"fetch-mail exited early:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s:\n{log_path.read_text(errors='replace')}")
+
+
+def test_acknowledgements_of_polled_mail_are_committed_with_it_and_sent_by_one_job_after_the_poll(
+        mailbox, monkeypatch):
+    email_account(mailbox)
+    for n in (1, 2, 3):
+        mailbox.append(raw_email(f"<ack{n}@example.org>", sender=f"ack{n}@example.org", subject=f"Question {n}"))
+    outbox_while_polling = []
+    jobs = []
+
+    def deliver_later(name):
+        jobs.append(name)
+        enqueue(name)  # inline in tests: delivers now
+
+    def spy_on_intake(raw, source, **options):
+        states = db.session.scalars(sa.select(OutboxItem.state)).all()
+        outbox_while_polling.append((len(states), states.count(OutboxState.SENT)))
+        db.session.rollback()
+        return take_in_email(raw, source, **options)
+
+    monkeypatch.setattr("helpdesk.mailboxes.enqueue", deliver_later)
+    monkeypatch.setattr("helpdesk.mailboxes.take_in_email", spy_on_intake)
+
+    assert poll_all_mailboxes() == 3
+
+    # Each acknowledgement was committed with its message and none was sent during the poll; then one job sent all.
+    assert outbox_while_polling == [(0, 0), (1, 0), (2, 0)] and jobs == ["deliver_outbox"]
+    assert db.session.scalars(sa.select(OutboxItem.state)).all() == [OutboxState.SENT] * 3
+
+
+def test_two_copies_of_one_mail_in_a_batch_are_stored_once_and_the_second_body_is_never_downloaded(mailbox):
+    email_account(mailbox)
+    raw = raw_email("<twice@example.org>")  # delivered to two of our addresses, both landing in this mailbox
+    uids = [mailbox.append(raw), mailbox.append(raw)]
+    spy = Spy()
+
+    [outcome] = poll_each_mailbox(client_factory=spy.client)
+
+    assert (outcome.stored, outcome.skipped_known) == (1, 1)
+    assert spy.bodies == uids[:1]
+    assert stored_ids() == ["<twice@example.org>"] and mailbox.seen_uids() == uids
+
+
+def test_the_cursor_is_saved_every_few_messages_and_at_the_end_of_the_run(mailbox):
+    uids = [mailbox.append(raw_email(f"<save{n}@example.org>")) for n in range(7)]
+    saved = []
+
+    class CountingCursor(MemoryCursor):
+        def save(self, cursor):
+            saved.append(cursor.last_uid)
+            super().save(cursor)
+
+    with MailboxPoller(settings_for(mailbox), CountingCursor(), lambda raw: True, lambda message_id: False,
+                       save_every=3) as poller:
+        report = poller.poll()
+
+    assert report.stored == 7
+    # The first save records the folder's UIDVALIDITY; then every third message, and the rest at the end.
+    assert saved == [0, uids[2], uids[5], uids[6]]

@@ -158,3 +158,15 @@ def test_an_item_claimed_by_a_live_worker_is_not_sent_again_but_a_stale_claim_is
     item.claimed_at = utcnow() - dt.timedelta(hours=1)
     db.session.commit()
     assert deliver_due(registry_with(email)) == 1
+
+
+def test_one_delivery_run_sends_everything_due_however_many_batches_it_takes(agent):
+    tickets = [ingest(make_inbound(subject=f"Question {n}")).ticket for n in range(5)]
+    messages = [reply(ticket, agent, "Answered.") for ticket in tickets]
+    email = RecordingChannel("email")
+
+    assert deliver_due(registry_with(email), limit=2) == 5
+
+    assert sorted(sent.external_id for sent in email.sent) == sorted(message.external_id for message in messages)
+    assert db.session.scalars(sa.select(OutboxItem.state)).all() == [OutboxState.SENT] * 5
+    assert deliver_due(registry_with(email), limit=2) == 0

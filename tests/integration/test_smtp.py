@@ -178,7 +178,7 @@ def test_the_factory_sends_email_by_smtp_only_when_helpdesk_smtp_url_is_set(tmp_
     assert email.settings == SmtpSettings("mail.example.com", None, SmtpSecurity.STARTTLS, "desk@example.com",
                                           "p@ss/word")
     assert email.settings.effective_port == 587
-    assert isinstance(registry.get(ChannelName.SMS), LocalLogChannel)
+    assert isinstance(registry.get(ChannelName.SMS).fallback, LocalLogChannel)
     assert pollers == [poll_all_mailboxes]
 
     registry, _ = channels_for(None)
