@@ -158,9 +158,13 @@ def calendar_to_dict(calendar: BusinessCalendar) -> dict[str, Any]:
 def load_calendar(path: str | os.PathLike[str]) -> BusinessCalendar:
     """Read a calendar from a JSON file, or raise CalendarError saying what is wrong with it."""
     with open(path, "rb") as file:
-        raw = file.read()
+        return calendar_from_json(file.read())
+
+
+def calendar_from_json(raw: bytes | str) -> BusinessCalendar:
+    """Read a calendar from JSON text (a file's bytes or a string), or raise CalendarError naming the field."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError:
         raise CalendarError("", "the file is not UTF-8 text") from None
     except json.JSONDecodeError as error:
@@ -168,6 +172,11 @@ def load_calendar(path: str | os.PathLike[str]) -> BusinessCalendar:
             "", f"not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
         ) from None
     return calendar_from_dict(data)
+
+
+def calendar_to_json(calendar: BusinessCalendar) -> str:
+    """Write the calendar as the JSON text `load_calendar` and `calendar_from_json` read back."""
+    return json.dumps(calendar_to_dict(calendar), indent=2, ensure_ascii=False) + "\n"
 
 
 def format_time_of_day(minute_of_day: int) -> str:

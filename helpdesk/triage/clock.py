@@ -66,19 +66,24 @@ def policy_of(ticket: Ticket) -> PolicySpec | None:
     if row is None:
         return None
     try:
-        return policy_from_dict(
-            {
-                "name": row.name,
-                "default": row.is_default,
-                "calendar": row.calendar,
-                "targets": row.targets or {},
-                "warn_at_percent": row.warn_at_percent,
-            },
-            f"policy {row.name!r}",
-        )
+        return policy_from_row(row)
     except TriageConfigError as error:
         log.error("SLA policy %r is skipped: %s", row.name, error)
         return None
+
+
+def policy_from_row(row: SlaPolicy) -> PolicySpec:
+    """Read a stored SLA policy back, every field (escalation too), validated as an imported one is."""
+    data = {
+        "name": row.name,
+        "default": row.is_default,
+        "calendar": row.calendar,
+        "targets": row.targets or {},
+        "warn_at_percent": row.warn_at_percent,
+    }
+    if row.escalation is not None:
+        data["escalation"] = row.escalation
+    return policy_from_dict(data, f"policy {row.name!r}")
 
 
 def pauses_of(ticket: Ticket) -> list[Pause]:

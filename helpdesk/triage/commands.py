@@ -15,19 +15,19 @@ import sqlalchemy as sa
 from flask.cli import with_appcontext
 
 from channels.email.parse import UnparseableEmail, parse_email
-from channels.messages import ChannelName, IdentityKind, InboundMessage, SenderIdentity
+from channels.messages import ChannelName, InboundMessage
 from helpdesk.extensions import db
 from helpdesk.models import Ticket
 from helpdesk.triage.calendar import BusinessCalendar, CalendarError, load_calendar
-from helpdesk.triage.engine import dry_run, replace_policies, replace_rules, stored_policies, stored_rules
-from helpdesk.triage.rules import (
-    TriageConfigError,
-    TriageOutcome,
-    dump_policies,
-    dump_rules,
-    parse_policies,
-    parse_rules,
+from helpdesk.triage.config_io import (
+    export_policies,
+    export_rules,
+    import_policies,
+    import_rules,
+    pasted_message,
 )
+from helpdesk.triage.engine import dry_run
+from helpdesk.triage.rules import TriageConfigError, TriageOutcome
 from helpdesk.triage.sla import add_business_minutes, business_minutes_between
 
 
@@ -86,12 +86,6 @@ FORMAT_OPTION = click.option(
     help="Output format; by default from FILE's extension (.json), else YAML.",
 )
 _HEADER_LINE = re.compile(rb"[A-Za-z][A-Za-z0-9-]*:[ \t]")
-_SENDER_KIND = {
-    ChannelName.EMAIL: IdentityKind.EMAIL,
-    ChannelName.SMS: IdentityKind.PHONE,
-    ChannelName.WHATSAPP: IdentityKind.PHONE,
-    ChannelName.CHAT: IdentityKind.VISITOR,
-}
 
 
 @click.command("rules-import")
@@ -102,11 +96,7 @@ def rules_import_command(path: pathlib.Path) -> None:
 
     A file with any error is refused whole, naming the field, and the rules in place stay as they were.
     """
-    rules = _read_config(path, parse_rules)
-    try:
-        count = replace_rules(rules)
-    except TriageConfigError as error:
-        raise click.ClickException(f"{path}: {error}") from None
+    count = _import_file(path, import_rules)
     click.echo(f"imported {count} triage rule{'' if count == 1 else 's'} from {path}")
 
 
@@ -116,7 +106,7 @@ def rules_import_command(path: pathlib.Path) -> None:
 @with_appcontext
 def rules_export_command(path: pathlib.Path | None, fmt: str | None) -> None:
     """Write every triage rule, in order, to FILE or standard output, in the format rules-import reads."""
-    _write_output(dump_rules(stored_rules(), _format_for(path, fmt)), path)
+    _write_output(_exported(export_rules, _format_for(path, fmt)), path)
 
 
 @click.command("rules-dry-run")
@@ -166,11 +156,7 @@ def sla_policy_import_command(path: pathlib.Path) -> None:
 
     A file with any error is refused whole, naming the field, and the policies in place stay as they were.
     """
-    policies = _read_config(path, parse_policies)
-    try:
-        count = replace_policies(policies)
-    except TriageConfigError as error:
-        raise click.ClickException(f"{path}: {error}") from None
+    count = _import_file(path, import_policies)
     click.echo(f"imported {count} SLA polic{'y' if count == 1 else 'ies'} from {path}")
 
 
@@ -180,7 +166,7 @@ def sla_policy_import_command(path: pathlib.Path) -> None:
 @with_appcontext
 def sla_policy_export_command(path: pathlib.Path | None, fmt: str | None) -> None:
     """Write every SLA policy to FILE or standard output, in the format sla-policy-import reads."""
-    _write_output(dump_policies(stored_policies(), _format_for(path, fmt)), path)
+    _write_output(_exported(export_policies, _format_for(path, fmt)), path)
 
 
 def describe_outcome(outcome: TriageOutcome) -> list[str]:
@@ -230,15 +216,22 @@ def _load_or_fail(path: pathlib.Path) -> BusinessCalendar:
         raise click.ClickException(f"{path}: cannot read the file ({error.strerror})") from None
 
 
-def _read_config(path: pathlib.Path, parse: Callable[..., Any]) -> Any:
+def _import_file(path: pathlib.Path, import_text: Callable[..., int]) -> int:
     try:
         raw = path.read_bytes()
     except OSError as error:
         raise click.ClickException(f"{path}: cannot read the file ({error.strerror})") from None
     try:
-        return parse(raw, filename=path.name)
+        return import_text(raw, filename=path.name)
     except TriageConfigError as error:
         raise click.ClickException(f"{path}: {error}") from None
+
+
+def _exported(export: Callable[[str], str], fmt: str) -> str:
+    try:
+        return export(fmt)
+    except TriageConfigError as error:
+        raise click.ClickException(f"a stored entry no longer reads, fix or delete it first: {error}") from None
 
 
 def _format_for(path: pathlib.Path | None, fmt: str | None) -> str:
@@ -268,14 +261,7 @@ def _message_from_file(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise click.ClickException(f"{path}: the file is not UTF-8 text") from None
-    return InboundMessage(
-        channel=channel,
-        sender=SenderIdentity(_SENDER_KIND[channel], sender.strip()),
-        dedupe_key="dry-run",
-        external_id="dry-run",
-        text=text,
-        subject=subject,
-    )
+    return pasted_message(channel, sender, subject, text)
 
 
 def _plain(value: Any) -> str:

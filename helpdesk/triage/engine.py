@@ -50,7 +50,7 @@ from helpdesk.models.base import utcnow
 from helpdesk.tickets import change_field, record_event
 from helpdesk.triage.assign import auto_assign
 from helpdesk.triage.calendar import CalendarError
-from helpdesk.triage.clock import schedule_check
+from helpdesk.triage.clock import policy_from_row, schedule_check
 from helpdesk.triage.language import DEFAULT_LANGUAGES, UnknownLanguage, detect_language, parse_languages
 from helpdesk.triage.rules import (
     AUTO_ASSIGN,
@@ -61,7 +61,6 @@ from helpdesk.triage.rules import (
     TriageOutcome,
     check_references,
     evaluate,
-    policy_from_dict,
     rule_from_dict,
 )
 from helpdesk.triage.sla import add_business_minutes
@@ -72,10 +71,32 @@ ON_CREATE = "create"
 ON_CUSTOMER_MESSAGE = "customer_message"
 
 
+@dataclasses.dataclass(frozen=True)
+class TriageConfig:
+    """The enabled rules and the SLA policies, as stored."""
+
+    rules: list[Rule]
+    policies: dict[str, PolicySpec]
+
+    @classmethod
+    def load(cls) -> TriageConfig:
+        """Read the rules and policies (load_rules, load_policies)."""
+        return cls(load_rules(), load_policies())
+
+
 def apply_triage(
-    ticket: Ticket, inbound: InboundMessage, customer: Customer, *, on: str = ON_CREATE
+    ticket: Ticket,
+    inbound: InboundMessage,
+    customer: Customer,
+    *,
+    on: str = ON_CREATE,
+    config: TriageConfig | None = None,
 ) -> TriageOutcome:
-    """Apply the rules and the SLA policy to `ticket` for the customer's `inbound` message; the caller commits."""
+    """Apply the rules and the SLA policy to `ticket` for the customer's `inbound` message; the caller commits.
+
+    `config` is the rules and policies when the caller read them already in this transaction (ingest reads
+    them before it adds anything, so the reads need not flush its work first); by default they are read here.
+    """
     if on not in (ON_CREATE, ON_CUSTOMER_MESSAGE):
         raise ValueError(f"on must be {ON_CREATE!r} or {ON_CUSTOMER_MESSAGE!r}, not {on!r}")
     if on == ON_CUSTOMER_MESSAGE and inbound.is_automatic:
@@ -86,10 +107,9 @@ def apply_triage(
             sla_policy=ticket.sla_policy_name,
             language=ticket.language,
         )
-    policies = load_policies()
+    detect_ticket_language(ticket, inbound)
+    policies = config.policies if config is not None else load_policies()
     default_policy = _default_policy(policies)
-    if ticket.language is None:
-        ticket.language = _detect(inbound.subject, _body_of(inbound))
     facts = TriageFacts(
         channel=str(inbound.channel),
         sender=_sender_value(inbound),
@@ -104,7 +124,7 @@ def apply_triage(
         priority=str(ticket.priority),
         sla_policy=ticket.sla_policy_name if on == ON_CUSTOMER_MESSAGE else None,
     )
-    outcome = evaluate(facts, load_rules(), on=on)
+    outcome = evaluate(facts, config.rules if config is not None else load_rules(), on=on)
     skipped = _apply_rule_changes(ticket, outcome)
 
     if on == ON_CREATE:
@@ -139,6 +159,12 @@ def apply_triage(
             ticket, "triage.applied", _event_data(outcome, due, skipped), reason=_event_reason(outcome)
         )
     return outcome
+
+
+def detect_ticket_language(ticket: Ticket, inbound: InboundMessage) -> None:
+    """Set the ticket's language from the customer's message, unless it has one already."""
+    if ticket.language is None:
+        ticket.language = _detect(inbound.subject, _body_of(inbound))
 
 
 def dry_run(ticket_or_inbound: Ticket | InboundMessage) -> TriageOutcome:
@@ -192,27 +218,10 @@ def rule_from_row(row: TriageRule) -> Rule:
     return rule_from_dict(data, f"rule {row.name!r}")
 
 
-def policy_from_row(row: SlaPolicy) -> PolicySpec:
-    """Read a stored SLA policy back, validated as an imported one is."""
-    data = {
-        "name": row.name,
-        "default": row.is_default,
-        "calendar": row.calendar,
-        "targets": row.targets or {},
-        "warn_at_percent": row.warn_at_percent,
-    }
-    return policy_from_dict(data, f"policy {row.name!r}")
-
-
 def stored_rules() -> list[Rule]:
     """Return every stored rule, disabled ones too, in order."""
     rows = db.session.scalars(sa.select(TriageRule).order_by(TriageRule.position))
     return [rule_from_row(row) for row in rows]
-
-
-def stored_policies() -> list[PolicySpec]:
-    """Return every stored SLA policy, by name."""
-    return [policy_from_row(row) for row in db.session.scalars(sa.select(SlaPolicy).order_by(SlaPolicy.name))]
 
 
 def replace_rules(rules: Iterable[Rule]) -> int:
@@ -244,38 +253,6 @@ def replace_rules(rules: Iterable[Rule]) -> int:
         db.session.rollback()
         raise
     return len(rules)
-
-
-def replace_policies(policies: Iterable[PolicySpec]) -> int:
-    """Replace every SLA policy with `policies` in one transaction; raise TriageConfigError and change nothing."""
-    policies = list(policies)
-    begin_write()
-    try:
-        names = {policy.name.casefold() for policy in policies}
-        for row in db.session.scalars(sa.select(TriageRule).order_by(TriageRule.position)):
-            named = (row.actions or {}).get("sla_policy")
-            if named and named.casefold() not in names:
-                raise TriageConfigError(
-                    "policies",
-                    f"triage rule {row.name!r} names the SLA policy {named!r}, which this file leaves out",
-                )
-        db.session.execute(sa.delete(SlaPolicy))
-        for policy in policies:
-            data = policy.to_dict()
-            db.session.add(
-                SlaPolicy(
-                    name=policy.name,
-                    is_default=policy.is_default,
-                    calendar=data["calendar"],
-                    targets=data["targets"],
-                    warn_at_percent=policy.warn_at_percent,
-                )
-            )
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
-    return len(policies)
 
 
 def configured_languages() -> tuple[str, ...]:

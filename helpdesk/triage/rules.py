@@ -52,9 +52,13 @@ An SLA policies file::
           urgent: {first_response: 30, next_response: 60, resolution: 240}
           normal: {first_response: 240, next_response: 480, resolution: 2880}
         warn_at_percent: 75
+        escalation: {tier: second_line, raise_priority: true, notify: true}
 
 `calendar` has the shape documented in helpdesk.triage.calendar; targets are business minutes per
 priority, and a priority or target left out has no due time. Exactly one policy is the default.
+`escalation` says what the SLA sweep does when a target is breached or predicted to be: move the ticket
+to the second line (`tier: null` leaves the tier alone), raise its priority one step, and notify the
+leads of its tier and its assignee. Each key left out (or the whole object) keeps that default.
 
 Errors name the field, e.g. `rules[2].conditions.subject_regex: invalid regular expression ...`;
 a file with any error is refused whole.
@@ -87,7 +91,9 @@ RULE_FIELDS = ("name", "enabled", "run_on", "conditions", "actions", "stop")
 CONDITION_MATCHES = ("all", "any")
 BUSINESS_HOURS = ("inside", "outside")
 TARGET_KINDS = ("first_response", "next_response", "resolution")
-POLICY_FIELDS = ("name", "default", "calendar", "targets", "warn_at_percent")
+POLICY_FIELDS = ("name", "default", "calendar", "targets", "warn_at_percent", "escalation")
+ESCALATION_FIELDS = ("tier", "raise_priority", "notify")
+ESCALATION_TIERS = ("second_line",)
 DEFAULT_WARN_AT_PERCENT = 75
 MAX_NAME_LENGTH = 100
 MAX_TAG_LENGTH = 50
@@ -449,12 +455,27 @@ class SlaTargets:
 
 
 @dataclasses.dataclass(frozen=True)
+class Escalation:
+    """What the SLA sweep does to a ticket whose target is breached or predicted to be."""
+
+    #: The tier the ticket moves to; None leaves its tier alone.
+    tier: str | None = "second_line"
+    raise_priority: bool = True
+    #: Tell the leads of the ticket's tier and its assignee in their inbox.
+    notify: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tier": self.tier, "raise_priority": self.raise_priority, "notify": self.notify}
+
+
+@dataclasses.dataclass(frozen=True)
 class PolicySpec:
     name: str
     calendar: BusinessCalendar
     targets: Mapping[str, SlaTargets] = dataclasses.field(default_factory=dict)
     is_default: bool = False
     warn_at_percent: int = DEFAULT_WARN_AT_PERCENT
+    escalation: Escalation = Escalation()
 
     def targets_for(self, priority: str) -> SlaTargets:
         return self.targets.get(priority, SlaTargets())
@@ -466,6 +487,7 @@ class PolicySpec:
             "calendar": calendar_to_dict(self.calendar),
             "targets": targets_to_dict(self.targets),
             "warn_at_percent": self.warn_at_percent,
+            "escalation": self.escalation.to_dict(),
         }
 
 
@@ -519,7 +541,27 @@ def policy_from_dict(data: Any, path: str = "policy") -> PolicySpec:
     warn_at = data.get("warn_at_percent", DEFAULT_WARN_AT_PERCENT)
     if not _is_int(warn_at) or not 1 <= warn_at <= 100:
         raise TriageConfigError(f"{path}.warn_at_percent", "must be a whole number from 1 to 100")
-    return PolicySpec(name, calendar, targets, is_default, warn_at)
+    escalation = escalation_from_dict(data.get("escalation"), f"{path}.escalation")
+    return PolicySpec(name, calendar, targets, is_default, warn_at, escalation)
+
+
+def escalation_from_dict(data: Any, path: str = "escalation") -> Escalation:
+    """Build a policy's escalation from its dict form; None, and each key left out, keep the default."""
+    if data is None:
+        return Escalation()
+    if not isinstance(data, Mapping):
+        raise TriageConfigError(path, 'must be an object, e.g. {"tier": "second_line", "raise_priority": true}')
+    _reject_unknown(data, ESCALATION_FIELDS, path)
+    values: dict[str, Any] = {}
+    if "tier" in data:
+        tier = data["tier"]
+        if tier is not None and tier not in ESCALATION_TIERS:
+            raise TriageConfigError(f"{path}.tier", "must be second_line, or null to leave the tier alone")
+        values["tier"] = tier
+    for key in ("raise_priority", "notify"):
+        if key in data:
+            values[key] = _boolean(data[key], f"{path}.{key}")
+    return Escalation(**values)
 
 
 def targets_from_dict(data: Any, path: str) -> dict[str, SlaTargets]:

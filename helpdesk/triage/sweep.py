@@ -6,8 +6,9 @@ For each pending target of a ticket (see helpdesk.triage.clock), once each:
 - escalation: at the due time, or earlier when the breach is predicted (nobody is assigned and less
   business time is left than an agent typically needs, HELPDESK_SLA_TYPICAL_HANDLING_MINUTES, 15 by
   default), the policy's escalation is applied (SlaPolicy.escalation; by default the ticket moves to
-  the second line and its priority goes up one step), an "sla.escalated" event records why, and the
-  leads of the ticket's tier and its assignee hear "sla.escalated" in their own rooms;
+  the second line and its priority goes up one step), an "sla.escalated" event records why, and (unless
+  the policy says not to notify) the leads of the ticket's tier and its assignee hear "sla.escalated"
+  in their own rooms;
 - breach: at the due time, sla_breached_at is set to the due time (the first breach only) and a
   "sla.breached" event is written.
 
@@ -23,7 +24,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 from helpdesk.extensions import db
-from helpdesk.models import Agent, Priority, Role, SlaAlert, SlaPolicy, Ticket, TicketStatus, Tier
+from helpdesk.models import Agent, Priority, Role, SlaAlert, Ticket, TicketStatus, Tier
 from helpdesk.models.base import utcnow
 from helpdesk.realtime import publish_after_commit
 from helpdesk.tickets import change_field, record_event
@@ -35,9 +36,9 @@ from helpdesk.triage.clock import (
     policy_of,
     schedule_check,
 )
+from helpdesk.triage.rules import PolicySpec
 
 ACTOR = "SLA sweep"
-DEFAULT_ESCALATION = {"tier": "second_line", "raise_priority": True}
 #: Most tickets one run handles; the rest wait for the next run.
 BATCH_SIZE = 500
 RUNNING_STATUSES = tuple(status for status in TicketStatus if status.is_active and status not in PAUSED_STATUSES)
@@ -74,10 +75,12 @@ def _sweep_ticket(ticket: Ticket, now: dt.datetime) -> bool:
                 _record_breach(ticket, clock, now)
                 acted = True
             if "escalation" not in kinds:
-                _escalate(ticket, clock, "was breached", now)
+                _escalate(ticket, policy, clock, "was breached", now)
                 acted = True
         elif "escalation" not in kinds and ticket.assignee_id is None and now >= clock.predict_at:
-            _escalate(ticket, clock, "is predicted to be breached: nobody is assigned and little time is left", now)
+            _escalate(
+                ticket, policy, clock, "is predicted to be breached: nobody is assigned and little time is left", now
+            )
             acted = True
         elif "warning" not in kinds and "escalation" not in kinds and now >= clock.warn_at:
             _add_alert(ticket, clock, "warning")
@@ -107,17 +110,17 @@ def _record_breach(ticket: Ticket, clock: TargetClock, now: dt.datetime) -> None
     )
 
 
-def _escalate(ticket: Ticket, clock: TargetClock, why: str, now: dt.datetime) -> None:
+def _escalate(ticket: Ticket, policy: PolicySpec, clock: TargetClock, why: str, now: dt.datetime) -> None:
     _add_alert(ticket, clock, "escalation")
-    escalation = _escalation_of(ticket)
+    escalation = policy.escalation
     reason = f"the {clock.target.replace('_', ' ')} target {why}"
-    if escalation.get("tier") and ticket.tier != Tier(escalation["tier"]):
-        change_field(ticket, "tier", Tier(escalation["tier"]), reason=reason, actor_label=ACTOR, now=now)
-    if escalation.get("raise_priority"):
+    if escalation.tier and ticket.tier != Tier(escalation.tier):
+        change_field(ticket, "tier", Tier(escalation.tier), reason=reason, actor_label=ACTOR, now=now)
+    if escalation.raise_priority:
         position = PRIORITY_ORDER.index(Priority(ticket.priority))
         if position + 1 < len(PRIORITY_ORDER):
             change_field(ticket, "priority", PRIORITY_ORDER[position + 1], reason=reason, actor_label=ACTOR, now=now)
-    recipients = _recipients(ticket)
+    recipients = _recipients(ticket) if escalation.notify else []
     record_event(
         ticket,
         "sla.escalated",
@@ -143,11 +146,6 @@ def _escalate(ticket: Ticket, clock: TargetClock, why: str, now: dt.datetime) ->
     }
     for agent_id in recipients:
         publish_after_commit(db.session(), "sla.escalated", payload, room=f"agent:{agent_id}")
-
-
-def _escalation_of(ticket: Ticket) -> dict:
-    escalation = db.session.scalar(sa.select(SlaPolicy.escalation).where(SlaPolicy.name == ticket.sla_policy_name))
-    return DEFAULT_ESCALATION if escalation is None else escalation
 
 
 def _recipients(ticket: Ticket) -> list[int]:

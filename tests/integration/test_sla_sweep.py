@@ -134,12 +134,40 @@ def test_an_unassigned_ticket_is_escalated_when_a_breach_is_predicted(policy):
 
 
 def test_the_policy_decides_how_to_escalate(policy):
-    policy.escalation = {"raise_priority": True}
+    policy.escalation = {"tier": None, "raise_priority": True}
     db.session.commit()
     ticket = make_ticket(assignee=make_agent())
     sweep_sla(now=monday(11))
     db.session.refresh(ticket)
     assert (ticket.tier, ticket.priority) == (Tier.FIRST_LINE, Priority.HIGH)
+
+
+def test_a_key_left_out_of_the_escalation_keeps_its_default(policy):
+    policy.escalation = {"raise_priority": False}
+    db.session.commit()
+    ticket = make_ticket(assignee=make_agent())
+    sweep_sla(now=monday(11))
+    db.session.refresh(ticket)
+    assert (ticket.tier, ticket.priority) == (Tier.SECOND_LINE, Priority.NORMAL)
+
+
+def test_a_policy_that_does_not_notify_escalates_without_telling_anyone(app, client, login_as, policy):
+    policy.escalation = {"notify": False}
+    db.session.commit()
+    login_as(role="lead", tier=Tier.SECOND_LINE)
+    clear_g()
+    socket = socketio.test_client(app, namespace=AGENT_NAMESPACE, flask_test_client=client)
+    try:
+        socket.get_received(AGENT_NAMESPACE)
+        ticket = make_ticket(assignee=make_agent(tier=Tier.SECOND_LINE))
+        sweep_sla(now=monday(11))
+        assert [p for p in socket.get_received(AGENT_NAMESPACE) if p["name"] == "sla.escalated"] == []
+        [escalated] = events(ticket, "sla.escalated")
+        assert escalated.data["notified"] == []
+        db.session.refresh(ticket)
+        assert (ticket.tier, ticket.priority) == (Tier.SECOND_LINE, Priority.HIGH)
+    finally:
+        socket.disconnect(namespace=AGENT_NAMESPACE)
 
 
 def test_the_lead_hears_about_the_escalation(app, client, login_as, policy):

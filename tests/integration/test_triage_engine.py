@@ -16,7 +16,8 @@ from helpdesk.models import Customer, Group, Message, SlaPolicy, Ticket, TicketE
 from helpdesk.outbound import reply
 from helpdesk.tickets import open_ticket
 from helpdesk.triage.calendar import calendar_from_dict
-from helpdesk.triage.engine import apply_triage, dry_run, replace_policies, replace_rules
+from helpdesk.triage.config_io import replace_policies
+from helpdesk.triage.engine import apply_triage, dry_run, replace_rules
 from helpdesk.triage.rules import parse_policies, parse_rules
 from helpdesk.triage.sla import add_business_minutes
 from tests.factories import make_agent, make_inbound
@@ -480,6 +481,27 @@ def test_sla_policies_import_and_export(runner, tmp_path):
     yaml_copy = tmp_path / "policies.yaml"
     yaml_copy.write_text(exported.output)
     assert runner.invoke(args=["helpdesk", "sla-policy-import", str(yaml_copy)]).exit_code == 0
+
+
+def test_sla_policy_import_keeps_the_escalation_and_export_writes_it_back(runner, tmp_path):
+    with_escalation = json.loads(json.dumps(POLICIES))
+    with_escalation["policies"][1]["escalation"] = {"tier": None, "raise_priority": False, "notify": False}
+    path = tmp_path / "policies.json"
+    path.write_text(json.dumps(with_escalation))
+    assert runner.invoke(args=["helpdesk", "sla-policy-import", str(path)]).exit_code == 0
+    premium = db.session.scalar(sa.select(SlaPolicy).where(SlaPolicy.name == "Premium"))
+    standard = db.session.scalar(sa.select(SlaPolicy).where(SlaPolicy.name == "Standard"))
+    assert premium.escalation == {"tier": None, "raise_priority": False, "notify": False}
+    assert standard.escalation == {"tier": "second_line", "raise_priority": True, "notify": True}
+
+    exported = tmp_path / "exported.json"
+    assert runner.invoke(args=["helpdesk", "sla-policy-export", str(exported)]).exit_code == 0
+    by_name = {policy["name"]: policy for policy in json.loads(exported.read_text())["policies"]}
+    assert by_name["Premium"]["escalation"] == {"tier": None, "raise_priority": False, "notify": False}
+    assert runner.invoke(args=["helpdesk", "sla-policy-import", str(exported)]).exit_code == 0
+    again = tmp_path / "again.json"
+    assert runner.invoke(args=["helpdesk", "sla-policy-export", str(again)]).exit_code == 0
+    assert again.read_text() == exported.read_text()
 
 
 def test_a_malformed_policies_file_or_one_dropping_a_policy_in_use_changes_nothing(

@@ -16,7 +16,9 @@ from helpdesk.triage.calendar import (
     CalendarError,
     OpeningInterval,
     calendar_from_dict,
+    calendar_from_json,
     calendar_to_dict,
+    calendar_to_json,
     format_time_of_day,
     load_calendar,
 )
@@ -284,3 +286,30 @@ def test_load_calendar_explains_broken_json(tmp_path):
     path.write_text('{"name": "Stockholm office",\n "timezone": }', encoding="utf-8")
     with pytest.raises(CalendarError, match=r"not valid JSON: .* \(line 2, column 14\)"):
         load_calendar(path)
+
+
+def test_calendar_json_written_for_download_is_what_load_calendar_reads(tmp_path):
+    text = calendar_to_json(calendar_from_dict(STOCKHOLM_OFFICE))
+    assert json.loads(text) == STOCKHOLM_OFFICE
+    path = tmp_path / "downloaded.json"
+    path.write_text(text, encoding="utf-8")
+    assert calendar_to_dict(load_calendar(path)) == STOCKHOLM_OFFICE
+
+
+def test_calendar_json_from_an_upload_reads_bytes_with_a_byte_order_mark():
+    raw = b"\xef\xbb\xbf" + json.dumps(STOCKHOLM_OFFICE).encode()
+    assert calendar_to_dict(calendar_from_json(raw)) == STOCKHOLM_OFFICE
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\xff\xfe{}", "the file is not UTF-8 text"),
+        (b'{"name": "x",', "not valid JSON"),
+        (b'{"name": "x", "timezone": "UTC", "hours": {"mon": [["9:00", "17:00"]]}}', "hours.mon[0]: start"),
+    ],
+)
+def test_calendar_json_that_does_not_read_names_the_problem(raw, message):
+    with pytest.raises(CalendarError) as caught:
+        calendar_from_json(raw)
+    assert str(caught.value).startswith(message), str(caught.value)

@@ -17,11 +17,13 @@ from helpdesk.triage.rules import (
     check_references,
     dump_policies,
     dump_rules,
+    escalation_from_dict,
     evaluate,
     is_open_at,
     parse_policies,
     parse_rules,
     policies_from_data,
+    policy_from_dict,
     rule_from_dict,
     rules_from_data,
 )
@@ -535,4 +537,53 @@ def _with(index: int, **changes) -> dict:
 def test_a_malformed_policies_file_names_the_field(document, message):
     with pytest.raises(TriageConfigError) as caught:
         policies_from_data(document)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+# --- escalation ---
+
+
+def test_a_policy_without_escalation_moves_to_second_line_raises_priority_and_notifies():
+    standard, _ = policies_from_data(POLICIES)
+    assert standard.escalation.to_dict() == {"tier": "second_line", "raise_priority": True, "notify": True}
+
+
+@pytest.mark.parametrize(
+    ("escalation", "expected"),
+    [
+        ({"tier": None, "raise_priority": True}, {"tier": None, "raise_priority": True, "notify": True}),
+        ({"raise_priority": False}, {"tier": "second_line", "raise_priority": False, "notify": True}),
+        ({"notify": False}, {"tier": "second_line", "raise_priority": True, "notify": False}),
+        (None, {"tier": "second_line", "raise_priority": True, "notify": True}),
+    ],
+)
+def test_each_escalation_key_left_out_keeps_its_default(escalation, expected):
+    assert escalation_from_dict(escalation).to_dict() == expected
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_a_policys_escalation_survives_an_export_and_import(fmt):
+    data = _with(1, escalation={"tier": None, "raise_priority": False, "notify": False})
+    text = dump_policies(policies_from_data(data), fmt)
+    _, premium = parse_policies(text, filename=f"p.{fmt}")
+    assert premium.escalation.to_dict() == {"tier": None, "raise_priority": False, "notify": False}
+    assert [policy.to_dict() for policy in parse_policies(text, filename=f"p.{fmt}")] == [
+        policy.to_dict() for policy in policies_from_data(data)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("escalation", "message"),
+    [
+        ({"tier": "first_line"}, "policy.escalation.tier: must be second_line, or null"),
+        ({"raise_priority": "yes"}, "policy.escalation.raise_priority: must be true or false"),
+        ({"notify": 1}, "policy.escalation.notify: must be true or false"),
+        ({"page": True}, "policy.escalation.page: unknown field"),
+        (["second_line"], "policy.escalation: must be an object"),
+    ],
+)
+def test_a_malformed_escalation_names_the_field(escalation, message):
+    data = {**POLICIES["policies"][0], "escalation": escalation}
+    with pytest.raises(TriageConfigError) as caught:
+        policy_from_dict(data)
     assert str(caught.value).startswith(message), str(caught.value)
