@@ -10,9 +10,14 @@ from channels.messages import ChannelName, IdentityKind, InboundMessage, SenderI
 from helpdesk.agents import create_agent, find_agent_by_email, get_or_create_group
 from helpdesk.extensions import db
 from helpdesk.ingest import ingest
-from helpdesk.models import Agent, Priority, Role, TicketStatus, Tier
+from helpdesk.models import Agent, Priority, Role, SlaPolicy, TicketStatus, Tier
+from helpdesk.models.base import utcnow
 from helpdesk.outbound import reply
-from helpdesk.tickets import change_field
+from helpdesk.tickets import change_field, escalate_to_second_line
+from helpdesk.triage.calendar import calendar_from_dict
+from helpdesk.triage.clock import schedule_check
+from helpdesk.triage.sla import add_business_minutes
+from helpdesk.triage.sweep import sweep_sla
 
 #: The demo logins printed by `make run`; for local trials only.
 DEMO_PASSWORD = "demo-password"
@@ -46,6 +51,39 @@ DEMO_CONVERSATIONS = [
 ]
 
 
+#: An around-the-clock policy, so the demo's SLA clocks run whenever someone tries it; the default policy
+#: unless one is already configured.
+DEMO_SLA_POLICY = "Demo standard (24/7)"
+DEMO_SLA_CALENDAR = {"name": "Around the clock", "timezone": "UTC", "always_open": True}
+DEMO_SLA_TARGETS = {
+    "urgent": {"first_response": 30, "next_response": 60, "resolution": 240},
+    "high": {"first_response": 60, "next_response": 120, "resolution": 480},
+    "normal": {"first_response": 240, "next_response": 240, "resolution": 1440},
+    "low": {"first_response": 480, "next_response": 480, "resolution": 2880},
+}
+
+# Tickets in SLA states for the leads' dashboard, dated back from the moment of seeding:
+# (channel, identity kind, address, name, subject, text, minutes ago, priority,
+#  minutes until the first answer or None, escalation reason or None, solved, assigned to the demo agent)
+DEMO_SLA_CONVERSATIONS = [
+    (ChannelName.EMAIL, IdentityKind.EMAIL, "priya.nair@example.org", "Priya Nair", "Password reset link expired",
+     "The reset link in your email says it has expired, and I am locked out.",
+     205, Priority.NORMAL, None, None, False, True),  # due in 35 minutes: at risk
+    (ChannelName.SMS, IdentityKind.PHONE, "+447700900123", "Tom Clarke", None,
+     "I was charged twice for order 7781. Please refund one of them.",
+     95, Priority.HIGH, None, None, False, False),  # breached 35 minutes ago; the sweep escalates it
+    (ChannelName.CHAT, IdentityKind.VISITOR, "visitor-demo-a91c", "Aiko Tanaka", None,
+     "The app crashes every time I open the settings page.",
+     50, Priority.NORMAL, 12, "bug", False, True),
+    (ChannelName.EMAIL, IdentityKind.EMAIL, "l.moreau@example.fr", "Louis Moreau", "Late fee on a paid invoice",
+     "You charged a late fee on invoice 3310, but it was paid on time. Bank statement attached.",
+     120, Priority.NORMAL, 25, "billing_dispute", False, True),
+    (ChannelName.EMAIL, IdentityKind.EMAIL, "grace.obi@example.org", "Grace Obi", "Where is my order 4417?",
+     "It was due yesterday. Can you check where it is?",
+     300, Priority.NORMAL, 20, None, True, True),  # answered and solved in time
+]
+
+
 def seed_demo() -> dict[str, int]:
     """Create the demo agents and conversations unless they exist; safe to run again."""
     created_agents = 0
@@ -55,6 +93,7 @@ def seed_demo() -> dict[str, int]:
                          groups=[get_or_create_group(group) for group in groups], languages=languages)
             created_agents += 1
     db.session.commit()
+    ensure_demo_sla_policy()
 
     agent = find_agent_by_email("agent@example.com")
     created_tickets = 0
@@ -95,5 +134,63 @@ def seed_demo() -> dict[str, int]:
         thread=ThreadHints(join_open_ticket_on_channel=True),
     ))
     created_tickets += 0 if maria_sms.is_duplicate else 1
+    created_tickets += seed_demo_sla_tickets(agent)
     return {"agents": created_agents, "tickets": created_tickets,
             "agents_total": db.session.scalar(sa.select(sa.func.count()).select_from(Agent))}
+
+
+def ensure_demo_sla_policy() -> None:
+    """Add the demo's around-the-clock SLA policy unless it exists; it is the default only if none is."""
+    if db.session.scalar(sa.select(SlaPolicy.id).where(SlaPolicy.name == DEMO_SLA_POLICY)) is not None:
+        return
+    has_default = db.session.scalar(sa.select(SlaPolicy.id).where(SlaPolicy.is_default.is_(True))) is not None
+    db.session.add(SlaPolicy(name=DEMO_SLA_POLICY, is_default=not has_default, calendar=DEMO_SLA_CALENDAR,
+                             targets=DEMO_SLA_TARGETS, warn_at_percent=75))
+    db.session.commit()
+
+
+def seed_demo_sla_tickets(agent: Agent) -> int:
+    """Add tickets at risk, breached, escalated with a reason and met, then run the SLA sweep; return how many."""
+    now = utcnow()
+    calendar = calendar_from_dict(DEMO_SLA_CALENDAR)
+    created = 0
+    for index, (channel, kind, address, name, subject, text, minutes_ago, priority, answered_after, escalation,
+                is_solved, is_assigned) in enumerate(DEMO_SLA_CONVERSATIONS):
+        created_at = now - dt.timedelta(minutes=minutes_ago)
+        result = ingest(InboundMessage(
+            channel=channel,
+            sender=SenderIdentity(kind, address, name),
+            dedupe_key=f"demo:sla:{index}",
+            external_id=f"<demo.sla.{index}@example.org>" if channel is ChannelName.EMAIL else f"DEMOSLA{index:04d}",
+            text=text,
+            subject=subject,
+            received_at=created_at,
+            thread=ThreadHints(join_open_ticket_on_channel=False),
+        ))
+        if result.is_duplicate:
+            continue
+        created += 1
+        ticket = result.ticket
+        change_field(ticket, "priority", priority, actor_label="demo data")
+        # Date the ticket back, with the due times its policy gives from then.
+        ticket.created_at = ticket.last_customer_message_at = created_at
+        ticket.sla_policy_name = DEMO_SLA_POLICY
+        targets = DEMO_SLA_TARGETS[priority.value]
+        ticket.first_response_due_at = add_business_minutes(created_at, targets["first_response"], calendar)
+        ticket.resolution_due_at = add_business_minutes(created_at, targets["resolution"], calendar)
+        if is_assigned:
+            ticket.assignee = agent
+        db.session.commit()
+        if answered_after is not None:
+            message = reply(ticket, agent, "Thanks for telling us. We are on it and will update you shortly.")
+            answered_at = created_at + dt.timedelta(minutes=answered_after)
+            message.created_at = ticket.first_responded_at = ticket.last_agent_reply_at = answered_at
+        if escalation:
+            escalate_to_second_line(ticket, agent, escalation, note="needs the second line's tools")
+        if is_solved:
+            change_field(ticket, "status", TicketStatus.SOLVED, agent=agent)
+        schedule_check(ticket, now=now)
+        db.session.commit()
+    # The sweep warns about the ticket at risk and records and escalates the breached one.
+    sweep_sla(now)
+    return created
