@@ -10,6 +10,7 @@ import logging
 from flask import current_app
 
 from helpdesk.outbound import deliver_due
+from helpdesk.sms import retry_media_downloads
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,17 @@ def sweep_sla() -> int:
     return sweep() if sweep else 0
 
 
+def retry_media() -> int:
+    """Download again the texts' media files whose earlier download failed and is due; return how many."""
+    return retry_media_downloads()
+
+
 #: Every job by name; Celery registers each as the task `helpdesk.<name>`.
 JOBS = {
     "deliver_outbox": deliver_outbox,
     "poll_mailboxes": poll_mailboxes,
     "sweep_sla": sweep_sla,
+    "retry_media": retry_media,
 }
 
 #: Periodic jobs and their interval in seconds (Celery beat, or the in-process scheduler).
@@ -43,4 +50,5 @@ PERIODIC = {
     "deliver_outbox": 10.0,
     "poll_mailboxes": 30.0,
     "sweep_sla": 60.0,
+    "retry_media": 60.0,
 }

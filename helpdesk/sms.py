@@ -1,7 +1,8 @@
-"""SMS and WhatsApp on the helpdesk side: Twilio settings, what the webhooks do, and the checks on texts.
+"""SMS and WhatsApp on the helpdesk side: what the webhooks do, media retries, and the checks on texts.
 
     create_twilio_blueprint()                      # the signed webhooks, CSRF-exempt and rate-limited
     receive_text(inbound)                          # ingest, then STOP/START and media notes
+    retry_media_downloads()                        # the job: media that failed is fetched again, with backoff
     record_status_report(report)                   # queued -> sent -> delivered, never backwards
     text_reply_refusal(channel, address, text)     # -> None, or why a reply cannot go out
 
@@ -22,25 +23,28 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hmac
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app
 
+from channels.messages import Attachment as AttachmentData
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind
 from channels.sms.segments import MAX_CHARACTERS, MAX_SEGMENTS, count_segments, sms_body
 from channels.sms.twilio import (
     Keyword,
+    MediaItem,
+    MediaProblem,
     StatusReport,
     TwilioInbound,
-    TwilioSettings,
     WebhookHooks,
     create_webhook_blueprint,
+    fetch_media,
+    is_allowed_media_type,
+    media_account_sid,
 )
+from helpdesk.attachments import store_attachment
 from helpdesk.customers import find_identity
 from helpdesk.database import begin_write
 from helpdesk.extensions import csrf, db, limiter
@@ -50,6 +54,7 @@ from helpdesk.models.base import utcnow
 from helpdesk.quarantine import quarantine
 from helpdesk.realtime import publish_after_commit
 from helpdesk.tickets import record_event
+from helpdesk.twilio_accounts import install_account_hooks, settings_for_account
 
 log = logging.getLogger(__name__)
 
@@ -68,32 +73,6 @@ STATUS_RANK = {
 _KEYWORD_EVENTS = {Keyword.STOP: "customer.opted_out", Keyword.START: "customer.opted_in"}
 
 
-def twilio_settings(config: Mapping[str, Any]) -> TwilioSettings | None:
-    """Return the Twilio account the configuration names, or None when SMS stays local."""
-    account_sid, auth_token = config.get("TWILIO_ACCOUNT_SID"), config.get("TWILIO_AUTH_TOKEN")
-    if not account_sid or not auth_token:
-        return None
-    return TwilioSettings(
-        account_sid=account_sid,
-        auth_token=auth_token,
-        from_number=config.get("TWILIO_FROM_NUMBER") or None,
-        messaging_service_sid=config.get("TWILIO_MESSAGING_SERVICE_SID") or None,
-        whatsapp_from=config.get("TWILIO_WHATSAPP_FROM") or None,
-        public_url=config.get("HELPDESK_PUBLIC_URL") or "http://127.0.0.1:5000",
-        api_base_url=config.get("TWILIO_API_BASE_URL") or None,
-        timeout=float(config.get("TWILIO_TIMEOUT_SECONDS") or 8.0),
-        media_max_bytes=int(config.get("TWILIO_MEDIA_MAX_BYTES") or 10 * 1024 * 1024),
-    )
-
-
-def settings_for_account(account_sid: str) -> TwilioSettings | None:
-    """Return the configured account's settings if `account_sid` is it (read at each request)."""
-    settings = twilio_settings(current_app.config)
-    if settings is None or not hmac.compare_digest(settings.account_sid.encode(), (account_sid or "").encode()):
-        return None
-    return settings
-
-
 def webhook_rate_limit() -> str:
     return current_app.config.get("TWILIO_WEBHOOK_RATE_LIMIT") or "600 per minute"
 
@@ -105,15 +84,24 @@ def create_twilio_blueprint() -> Blueprint:
         on_message=receive_text,
         on_status=record_status_report,
         on_unreadable=keep_unreadable_webhook,
-        is_known=lambda dedupe_key: find_message_by_dedupe_key(dedupe_key) is not None,
+        is_known=is_stored_text,
     ))
     csrf.exempt(bp)
+    install_account_hooks()
     # The limit counts forged requests too: it applies before the signature is checked.
     limiter.limit(webhook_rate_limit)(bp)
     return bp
 
 
 # --- inbound -----------------------------------------------------------------------------------------
+
+
+def is_stored_text(dedupe_key: str) -> bool:
+    """Tell whether a text is already stored, so its media is not fetched again; ends the read."""
+    known = find_message_by_dedupe_key(dedupe_key) is not None
+    # The media download comes next and may take seconds: hold no transaction (on SQLite, no write lock).
+    db.session.rollback()
+    return known
 
 
 def keep_unreadable_webhook(raw: bytes, reason: str) -> None:
@@ -126,9 +114,11 @@ def receive_text(inbound: TwilioInbound) -> IngestResult | None:
     """Store an inbound text, then apply its STOP/START keyword and note media that was not fetched."""
     try:
         result = ingest(inbound.message)
-    except Exception as error:  # kept for an admin; Twilio still gets its 200, nothing is lost
+    except Exception as error:  # noqa: BLE001 - kept for an admin; Twilio still gets its 200, nothing is lost
         quarantine(inbound.message.channel, "twilio webhook", inbound.raw, error)
         return None
+    if inbound.keyword not in _KEYWORD_EVENTS and not (inbound.media_problems and not result.is_duplicate):
+        return result  # the usual text: reading the ids below would load both rows again after the commit
     message_id, ticket_id = result.message.id, result.ticket.id
     if inbound.keyword in _KEYWORD_EVENTS:
         apply_keyword(inbound.keyword, inbound.message.sender.value, message_id, ticket_id)
@@ -161,26 +151,141 @@ def apply_keyword(keyword: Keyword, phone: str, message_id: int, ticket_id: int)
         reason = "the customer texted START: texts to this number are allowed again"
     record_event(ticket, kind, {"message_id": message_id, "address": phone}, reason=reason,
                  customer=identity.customer)
-    publish_after_commit(db.session(), "ticket.updated", {"ticket": ticket.number, "opted_out": keyword is Keyword.STOP})
+    publish_after_commit(db.session(), "ticket.updated",
+                         {"ticket": ticket.number, "opted_out": keyword is Keyword.STOP})
     db.session.commit()
 
 
 def note_media_problems(inbound: TwilioInbound, message_id: int, ticket_id: int) -> None:
-    """Record each media file that was not fetched on the message, with the reason and its Twilio URL."""
+    """Record each media file that was not fetched on the message, with the reason; schedule a retry if worth it."""
+    max_attempts, first_delay = media_retry_limits()
     db.session.rollback()
     begin_write()
     message = db.session.get(Message, message_id)
     ticket = db.session.get(Ticket, ticket_id)
     for problem in inbound.media_problems:
-        reason = f"not downloaded from Twilio: {problem.reason}"[:500]
+        # The URL is kept so the file can be fetched again; Twilio keeps media until it is deleted.
+        source_url = problem.url if len(problem.url) <= 1000 else None
+        will_retry = problem.is_temporary and max_attempts > 1 and source_url is not None
+        reason = f"not downloaded from Twilio: {problem.reason}"
+        if will_retry:
+            reason += f"; trying again (attempt 1 of {max_attempts})"
         message.attachments.append(Attachment(
             filename=problem.filename, content_type=(problem.content_type or "application/octet-stream")[:255],
-            size=0, refused_reason=reason,
+            size=0, refused_reason=reason[:500], source_url=source_url, fetch_attempts=1,
+            next_fetch_at=utcnow() + media_retry_delay(1, first_delay) if will_retry else None,
         ))
-        # The URL is kept so the file can be fetched again later; Twilio keeps media until it is deleted.
         record_event(ticket, "attachment.refused", {"message_id": message_id, "filename": problem.filename,
-                                                    "media_url": problem.url}, reason=reason)
+                                                    "media_url": problem.url, "will_retry": will_retry},
+                     reason=reason[:500])
     publish_after_commit(db.session(), "message.updated", {"ticket": ticket.number, "message_id": message_id})
+    db.session.commit()
+
+
+# --- media retries -----------------------------------------------------------------------------------
+
+#: A retry holds its attachment this long, so another worker leaves it alone; a crash frees it afterwards.
+MEDIA_RETRY_LEASE = dt.timedelta(minutes=5)
+MAX_MEDIA_RETRY_DELAY = dt.timedelta(hours=6)
+
+
+def media_retry_limits() -> tuple[int, float]:
+    """Return how many downloads a media file gets in all, and the wait in seconds after the first failure."""
+    config = current_app.config
+    return (int(config.get("TWILIO_MEDIA_RETRY_ATTEMPTS", 8)),
+            float(config.get("TWILIO_MEDIA_RETRY_SECONDS", 60)))
+
+
+def media_retry_delay(failed_attempts: int, first_delay: float) -> dt.timedelta:
+    """Return the wait after `failed_attempts` failed downloads: `first_delay` seconds, doubling, at most 6 hours."""
+    seconds = first_delay * 2 ** min(max(failed_attempts - 1, 0), 30)
+    return min(MAX_MEDIA_RETRY_DELAY, dt.timedelta(seconds=seconds))
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaRetry:
+    attachment_id: int
+    url: str
+    content_type: str
+    #: This download's number, the first (in the webhook) being 1.
+    attempt: int
+
+
+def retry_media_downloads(limit: int = 20) -> int:
+    """Download again each text's media file whose retry is due; return how many were tried."""
+    claimed = _claim_due_media(limit)
+    for retry in claimed:
+        content, problem = _download_again(retry)
+        _record_media_retry(retry, content, problem)
+    return len(claimed)
+
+
+def _claim_due_media(limit: int) -> list[MediaRetry]:
+    now = utcnow()
+    due = (
+        sa.select(Attachment)
+        .join(Message, Message.id == Attachment.message_id)
+        .where(Attachment.next_fetch_at <= now, Attachment.source_url.is_not(None),
+               Message.channel.in_(TEXT_CHANNELS))
+        .order_by(Attachment.next_fetch_at)
+        .limit(limit)
+        # Two workers never take the same file (PostgreSQL); SQLite serializes writers anyway.
+        .with_for_update(skip_locked=True, of=Attachment)
+    )
+    db.session.rollback()
+    begin_write()
+    claimed = []
+    for row in db.session.scalars(due):
+        row.fetch_attempts += 1
+        row.next_fetch_at = now + MEDIA_RETRY_LEASE
+        # The type was accepted before the first download failed; only a known-good one is checked again.
+        declared = row.content_type if is_allowed_media_type(row.content_type) else ""
+        claimed.append(MediaRetry(row.id, row.source_url, declared, row.fetch_attempts))
+    db.session.commit()
+    return claimed
+
+
+def _download_again(retry: MediaRetry) -> tuple[AttachmentData | None, MediaProblem | None]:
+    account_sid = media_account_sid(retry.url)
+    settings = settings_for_account(account_sid) if account_sid else None
+    db.session.rollback()  # no transaction held during the download
+    if settings is None:
+        return None, MediaProblem(0, retry.url, retry.content_type,
+                                  f"no enabled Twilio account {account_sid or '(none in the URL)'} to fetch it with",
+                                  is_temporary=account_sid is not None)
+    attachments, problems = fetch_media(settings, [MediaItem(0, retry.url, retry.content_type)])
+    return (attachments[0], None) if attachments else (None, problems[0])
+
+
+def _record_media_retry(retry: MediaRetry, content: AttachmentData | None, problem: MediaProblem | None) -> None:
+    max_attempts, first_delay = media_retry_limits()
+    begin_write()
+    row = db.session.get(Attachment, retry.attachment_id)
+    if row is None:  # the message went away meanwhile
+        db.session.rollback()
+        return
+    message = row.message
+    data = {"message_id": message.id, "attachment_id": row.id, "filename": row.filename, "attempts": retry.attempt}
+    if content is not None:
+        stored = store_attachment(content)  # within the helpdesk's attachment size limit too
+        row.content_type, row.size = stored.content_type, stored.size
+        row.storage_path, row.sha256, row.refused_reason = stored.storage_path, stored.sha256, stored.refused_reason
+        row.next_fetch_at = None
+        record_event(message.ticket, "attachment.fetched", data,
+                     reason=f"downloaded from Twilio on attempt {retry.attempt}")
+    elif not problem.is_temporary or retry.attempt >= max_attempts:
+        row.next_fetch_at = None
+        ending = (f"gave up after {retry.attempt} attempts" if problem.is_temporary
+                  else "not tried again: this would fail the same way")
+        row.refused_reason = f"not downloaded from Twilio: {problem.reason}; {ending}"[:500]
+        record_event(message.ticket, "attachment.refused", {**data, "media_url": retry.url, "gave_up": True},
+                     reason=row.refused_reason)
+    else:
+        row.next_fetch_at = utcnow() + media_retry_delay(retry.attempt, first_delay)
+        row.refused_reason = (f"not downloaded from Twilio: {problem.reason}; trying again "
+                              f"(attempt {retry.attempt} of {max_attempts})")[:500]
+    publish_after_commit(db.session(), "message.updated",
+                         {"ticket": message.ticket.number, "message_id": message.id})
     db.session.commit()
 
 

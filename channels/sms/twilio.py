@@ -4,6 +4,7 @@
     TwilioChannel(ChannelName.SMS, settings).send(outbound)
     # -> DeliveryResult(QUEUED, provider_id="SM…"), or FAILED: temporary for HTTP 5xx, 429 and refused
     #    connections, permanent with Twilio's code and its meaning otherwise
+    TwilioAccountChannel(ChannelName.SMS, settings_for, fallback)  # the account looked up at each send
 
 The webhooks never touch the database: the app factory hands the blueprint its callables (`WebhookHooks`).
 """
@@ -14,6 +15,8 @@ import dataclasses
 import enum
 import logging
 import mimetypes
+import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -27,6 +30,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
+from channels.base import Channel
 from channels.identities import InvalidIdentity, normalize_phone
 from channels.messages import (
     Attachment,
@@ -143,7 +147,20 @@ class TwilioSettings:
 
 
 class MediaError(Exception):
-    """A media file that could not be fetched or was refused; the message says why."""
+    """A media file that could not be fetched or was refused; the message says why.
+
+    Temporary (Twilio busy or unreachable, our credentials refused) is worth another try later; anything
+    else (gone, too large, a refused type) would fail the same way again.
+    """
+
+    def __init__(self, message: str, *, is_temporary: bool = False):
+        super().__init__(message)
+        self.is_temporary = is_temporary
+
+
+def is_temporary_media_status(status: int) -> bool:
+    """Tell whether an HTTP status from a media download may go away (5xx, 429; 401 until creds are fixed)."""
+    return status >= 500 or status in (401, 408, 429)
 
 
 class BaseUrlHttpClient(TwilioHttpClient):
@@ -174,7 +191,8 @@ class BaseUrlHttpClient(TwilioHttpClient):
             with self.session.get(self.rewrite(url), auth=auth, stream=True, timeout=timeout,
                                   allow_redirects=True) as response:
                 if response.status_code != 200:
-                    raise MediaError(f"HTTP {response.status_code} from Twilio")
+                    raise MediaError(f"HTTP {response.status_code} from Twilio",
+                                     is_temporary=is_temporary_media_status(response.status_code))
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise MediaError(f"{int(declared)} bytes is over the {max_bytes}-byte limit")
@@ -184,11 +202,12 @@ class BaseUrlHttpClient(TwilioHttpClient):
                     if size > max_bytes:
                         raise MediaError(f"over the {max_bytes}-byte limit")
                     if time.monotonic() > deadline:
-                        raise MediaError("took too long to download")
+                        raise MediaError("took too long to download", is_temporary=True)
                     chunks.append(chunk)
                 return _bare_type(response.headers.get("Content-Type", "")), b"".join(chunks)
         except requests.RequestException as error:
-            raise MediaError(f"{type(error).__name__}: {error}") from None
+            # Refused connections, timeouts, dropped connections: Twilio may answer next time.
+            raise MediaError(f"{type(error).__name__}: {error}", is_temporary=True) from None
 
     def close(self) -> None:
         if self.session is not None:
@@ -197,6 +216,15 @@ class BaseUrlHttpClient(TwilioHttpClient):
 
 def _bare_type(content_type: str) -> str:
     return content_type.partition(";")[0].strip().lower()
+
+
+_MEDIA_ACCOUNT = re.compile(r"/Accounts/(AC[0-9a-f]{32})/")
+
+
+def media_account_sid(url: str) -> str | None:
+    """Return the account SID in a Twilio media URL (the account whose credentials fetch it), or None."""
+    match = _MEDIA_ACCOUNT.search(urllib.parse.urlsplit(url).path)
+    return match.group(1) if match else None
 
 
 def is_allowed_media_type(content_type: str) -> bool:
@@ -257,6 +285,54 @@ class TwilioChannel:
 
     def close(self) -> None:
         self.http.close()
+
+
+class NoSendingAccount(Exception):
+    """Texts on a channel cannot go out now (say its Twilio account is disabled); the message says why."""
+
+
+class TwilioAccountChannel:
+    """Sends through the Twilio account `settings_for` names at each send, so a changed account needs no restart.
+
+    `settings_for(channel)` returns the account's settings, None when no account is set up at all (the
+    `fallback`, the local log, takes the text), or raises NoSendingAccount (the text waits and is retried).
+    """
+
+    #: Clients kept for accounts in use; more (accounts changed again and again) closes the oldest.
+    MAX_CLIENTS = 4
+
+    def __init__(self, name: ChannelName, settings_for: Callable[[ChannelName], TwilioSettings | None],
+                 fallback: Channel):
+        self.name = ChannelName(name)
+        self.settings_for = settings_for
+        self.fallback = fallback
+        self._channels: dict[TwilioSettings, TwilioChannel] = {}
+        self._lock = threading.Lock()
+
+    def send(self, message: OutboundMessage) -> DeliveryResult:
+        try:
+            settings = self.settings_for(self.name)
+        except NoSendingAccount as error:
+            return DeliveryResult(DeliveryStatus.FAILED, error=str(error), is_temporary=True)
+        if settings is None:
+            return self.fallback.send(message)
+        return self.channel_for(settings).send(message)
+
+    def channel_for(self, settings: TwilioSettings) -> TwilioChannel:
+        """Return the sending channel of these settings, built once while they stay the same."""
+        with self._lock:
+            channel = self._channels.pop(settings, None) or TwilioChannel(self.name, settings)
+            self._channels[settings] = channel  # most recently used last
+            while len(self._channels) > self.MAX_CLIENTS:
+                oldest = next(iter(self._channels))
+                self._channels.pop(oldest).close()
+            return channel
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
 
 
 def _refused(error: TwilioRestException | TwilioServiceException) -> DeliveryResult:
@@ -328,6 +404,8 @@ class MediaProblem:
     url: str
     content_type: str
     reason: str
+    #: Worth fetching again later (Twilio busy or unreachable), as opposed to refused for good.
+    is_temporary: bool = False
 
     @property
     def filename(self) -> str:
@@ -417,7 +495,8 @@ def fetch_media(settings: TwilioSettings, media: list[MediaItem],
             try:
                 attachments.append(_fetch_one(http, settings, item, deadline))
             except MediaError as error:
-                problems.append(MediaProblem(item.index, item.url, item.content_type, str(error)))
+                problems.append(MediaProblem(item.index, item.url, item.content_type, str(error),
+                                             error.is_temporary))
     finally:
         if own_client:
             http.close()
@@ -432,7 +511,7 @@ def _fetch_one(http: BaseUrlHttpClient, settings: TwilioSettings, item: MediaIte
     if item.content_type and not is_allowed_media_type(item.content_type):
         raise MediaError(f"type {item.content_type} is not accepted")
     if time.monotonic() > deadline:
-        raise MediaError("not fetched: the time for this webhook ran out")
+        raise MediaError("not fetched: the time for this webhook ran out", is_temporary=True)
     content_type, content = http.download(item.url, (settings.account_sid, settings.auth_token),
                                           max_bytes=settings.media_max_bytes, deadline=deadline)
     content_type = content_type or _bare_type(item.content_type) or "application/octet-stream"
@@ -488,7 +567,8 @@ def verified_settings(hooks: WebhookHooks) -> TwilioSettings:
     account_sid = request.form.get("AccountSid", "")
     settings = hooks.settings_for(account_sid)
     if settings is None:
-        log.warning("refused a Twilio webhook to %s: account %r is not configured", request.path, account_sid)
+        log.warning("refused a Twilio webhook to %s: account %r is not configured or is disabled", request.path,
+                    account_sid)
         abort(_forbidden())
     url = called_url(settings.public_url)
     signature = request.headers.get("X-Twilio-Signature", "")
@@ -502,9 +582,12 @@ def verified_settings(hooks: WebhookHooks) -> TwilioSettings:
     return settings
 
 
+#: An empty <Response/>: nothing is sent back to the customer automatically. Built once; it never changes.
+EMPTY_TWIML = str(MessagingResponse())
+
+
 def empty_twiml() -> Response:
-    # An empty <Response/>: nothing is sent back to the customer automatically.
-    return Response(str(MessagingResponse()), mimetype="text/xml")
+    return Response(EMPTY_TWIML, mimetype="text/xml")
 
 
 def create_webhook_blueprint(hooks: WebhookHooks, name: str = "twilio") -> Blueprint:

@@ -8,6 +8,7 @@
         twilio.report_status(sid, "delivered")     # a signed status callback, as Twilio sends one
         twilio.post_webhook(url, {"From": ...})    # a signed inbound webhook
         twilio.add_media(b"...", "image/jpeg")     # -> an https://api.twilio.com/... URL it serves
+        twilio.fail_media(url, 500, 429)           # its next downloads answer so, then it is served again
 
 It speaks the 2010-04-01 Messages API (create, fetch, media) with basic auth, records every request,
 and signs the requests it makes the way Twilio does.
@@ -102,6 +103,7 @@ class TwilioEmulator:
         self._failures: list[_Failure] = []
         self._delays: list[float] = []
         self._media: dict[str, tuple[bytes, str]] = {}
+        self._media_failures: dict[str, list[int]] = {}
         self._lock = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -174,6 +176,17 @@ class TwilioEmulator:
             self._media[media_sid] = (content, content_type)
         return f"https://api.twilio.com{API}/{self.account_sid}/Messages/{new_sid('MM')}/Media/{media_sid}"
 
+    def fail_media(self, url: str, *statuses: int) -> None:
+        """Answer the next downloads of the media at `url` with these HTTP statuses, one each, in order."""
+        media_sid = url.rstrip("/").rsplit("/", 1)[-1]
+        with self._lock:
+            self._media_failures.setdefault(media_sid, []).extend(statuses)
+
+    def media_downloads(self) -> list[RecordedRequest]:
+        """Every media download received, failed ones included."""
+        with self._lock:
+            return [r for r in self.requests if r.method == "GET" and _MEDIA.match(r.path)]
+
     @property
     def created(self) -> list[EmulatedMessage]:
         with self._lock:
@@ -243,7 +256,13 @@ class TwilioEmulator:
             return 200, "application/json", json.dumps(message.json(self.account_sid)).encode(), None
         if method == "GET" and (match := _MEDIA.match(path)):
             with self._lock:
+                failures = self._media_failures.get(match["media"])
+                failure = failures.pop(0) if failures else None
                 media = self._media.get(match["media"])
+            if match["account"] != self.account_sid:
+                return _error(404, 20404, f"The requested resource {path} was not found")
+            if failure is not None:
+                return _error(failure, {404: 20404, 429: 20429}.get(failure, 20500), f"Injected HTTP {failure}")
             if media is None:
                 return _error(404, 20404, f"The requested resource {path} was not found")
             return 200, media[1], media[0], None

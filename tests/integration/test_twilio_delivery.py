@@ -119,7 +119,8 @@ def test_a_server_error_or_rate_limit_is_retried_later_and_the_text_is_created_o
     assert deliver_due(registry) == 1
     item = outbox_item(message)
     assert item.state is OutboxState.PENDING and item.next_attempt_at > utcnow()
-    assert fresh(message).delivery_error == {500: "20500: Internal Server Error", 429: "20429: Too many requests"}[status]
+    expected = {500: "20500: Internal Server Error", 429: "20429: Too many requests"}[status]
+    assert fresh(message).delivery_error == expected
     assert fresh(message).delivery_status is DeliveryStatus.PENDING
     assert deliver_due(registry) == 0  # backing off
     make_due(message)
@@ -328,19 +329,30 @@ def test_the_factory_sends_texts_through_twilio_only_when_an_account_is_configur
         init_channels(flask_app)
         return flask_app.extensions["helpdesk.channels"]
 
+    def text(channel):
+        return OutboundMessage(channel, MARIA, f"Hello on {channel}", external_id=f"helpdesk-{channel}")
+
     registry = registry_for()
-    assert isinstance(registry.get(ChannelName.SMS), LocalLogChannel)
-    assert isinstance(registry.get(ChannelName.WHATSAPP), LocalLogChannel)
+    for channel in (ChannelName.SMS, ChannelName.WHATSAPP):
+        result = registry.get(channel).send(text(channel))
+        assert (result.status, result.provider_id) == (DeliveryStatus.SENT, f"helpdesk-{channel}")
+        assert f"Hello on {channel}" in (tmp_path / f"{channel}.log").read_text()
+    assert twilio.requests == []
 
     registry = registry_for(**{**twilio.config(PUBLIC_URL), "TWILIO_WHATSAPP_FROM": None})
-    sms = registry.get(ChannelName.SMS)
+    sms, whatsapp = registry.get(ChannelName.SMS), registry.get(ChannelName.WHATSAPP)
     try:
-        assert isinstance(sms, TwilioChannel)
-        assert (sms.settings.account_sid, sms.settings.api_base_url) == (twilio.account_sid, twilio.base_url)
-        assert isinstance(registry.get(ChannelName.WHATSAPP), LocalLogChannel)  # no WhatsApp sender
+        result = sms.send(text(ChannelName.SMS))
+        [created] = twilio.created
+        assert (result.status, result.provider_id) == (DeliveryStatus.QUEUED, created.sid)
+        assert created.form["From"] == "+15005550006"
+        whatsapp.send(text(ChannelName.WHATSAPP))  # no WhatsApp sender: the local log again
+        assert len(twilio.created) == 1
+        assert (tmp_path / "whatsapp.log").read_text().count("Hello on whatsapp") == 2
         assert isinstance(registry.get(ChannelName.EMAIL), LocalLogChannel)
     finally:
         sms.close()
+        whatsapp.close()
 
 
 def test_the_ticket_page_shows_the_whatsapp_window_and_a_segment_counter_for_texts(client, login_as):
