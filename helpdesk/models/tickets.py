@@ -137,6 +137,8 @@ class Message(Base):
     delivery_status: so.Mapped[DeliveryStatus | None] = so.mapped_column(enum_column(DeliveryStatus))
     delivery_error: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
     created_at: so.Mapped[dt.datetime] = so.mapped_column(default=utcnow)
+    #: Web chat: when the other side saw it (an agent, a visitor's message; the visitor, an agent's reply).
+    read_at: so.Mapped[dt.datetime | None]
 
     ticket: so.Mapped[Ticket] = so.relationship(back_populates="messages")
     author_customer: so.Mapped[Customer | None] = so.relationship()

@@ -16,56 +16,22 @@ from helpdesk.outbound import deliver_due, reply
 from helpdesk.realtime import AGENT_NAMESPACE
 from tests.conftest import clear_g
 from tests.factories import make_agent, make_inbound
+from tests.integration.chat_client import SHOP, configure_chat, received, say, session_of
 
 pytestmark = pytest.mark.integration
-
-SHOP = "https://shop.example.com"
 
 
 @pytest.fixture(autouse=True)
 def chat_config(app, monkeypatch):
     """Let the shop embed the widget; start every test with fresh rate limits."""
-    monkeypatch.setitem(app.config, "HELPDESK_CHAT_ALLOWED_ORIGINS", f"{SHOP}, http://localhost")
-    socketio.server.namespace_handlers[CHAT_NAMESPACE].reset_limits()
-
-
-@pytest.fixture
-def visit(app):
-    """Open chat connections from the shop's pages; close them afterwards."""
-    opened = []
-
-    def visit(origin=SHOP, **auth):
-        clear_g()
-        headers = {"Origin": origin} if origin else {}
-        connection = socketio.test_client(app, namespace=CHAT_NAMESPACE, headers=headers, auth=auth or None)
-        opened.append(connection)
-        return connection
-
-    yield visit
-    for connection in opened:
-        if connection.is_connected(CHAT_NAMESPACE):
-            connection.disconnect(namespace=CHAT_NAMESPACE)
-
-
-def events(connection, name=None) -> list:
-    packets = connection.get_received(CHAT_NAMESPACE)
-    return [(p["name"], p["args"][0]) for p in packets if name is None or p["name"] == name]
-
-
-def session_of(connection) -> dict:
-    [(_, session)] = events(connection, "session")
-    return session
-
-
-def say(connection, text, client_id="c-1"):
-    return connection.emit("message", {"client_id": client_id, "text": text}, namespace=CHAT_NAMESPACE,
-                           callback=True)
+    configure_chat(app, monkeypatch, f"{SHOP}, http://localhost")
 
 
 def committed_message(message_id):
     """Read the message through a separate connection, which sees only committed rows."""
     with db.engine.connect() as connection:
-        return connection.execute(sa.select(Message.text, Message.channel).where(Message.id == message_id)).one_or_none()
+        query = sa.select(Message.text, Message.channel).where(Message.id == message_id)
+        return connection.execute(query).one_or_none()
 
 
 def test_a_visitor_gets_a_token_and_an_id_on_first_connect(visit):
@@ -96,7 +62,7 @@ def test_a_message_that_could_not_be_stored_is_not_acknowledged(visit, monkeypat
 
     monkeypatch.setattr(chat, "ingest", refuse)
     visitor = visit()
-    events(visitor)
+    received(visitor)
     ack = say(visitor, "Hello?")
     assert ack == {"ok": False, "error": "unavailable", "client_id": "c-1", "temporary": True}
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
@@ -170,13 +136,13 @@ def test_an_invalid_identity_hmac_is_ignored(app, visit):
 def test_an_agents_reply_reaches_the_visitors_socket(app, visit):
     visitor = visit()
     ack = say(visitor, "Where is my parcel?")
-    events(visitor)
+    received(visitor)
     agent = make_agent()
     db.session.commit()
     ticket = db.session.get(Message, ack["id"]).ticket
     sent = reply(ticket, agent, "It left the warehouse today.")
     assert deliver_due(app.extensions["helpdesk.channels"]) == 1
-    [(_, delivered)] = events(visitor, "reply")
+    [(_, delivered)] = received(visitor, "reply")
     assert delivered == {"key": sent.external_id, "direction": "agent", "text": "It left the warehouse today.",
                          "is_automatic": False}
     assert db.session.get(Message, sent.id).delivery_status == "sent"
@@ -185,12 +151,12 @@ def test_an_agents_reply_reaches_the_visitors_socket(app, visit):
 def test_a_reply_to_one_visitor_never_reaches_another(app, visit):
     visitor, stranger = visit(), visit()
     ack = say(visitor, "Hello")
-    events(stranger)
+    received(stranger)
     agent = make_agent()
     db.session.commit()
     reply(db.session.get(Message, ack["id"]).ticket, agent, "Hi there")
     deliver_due(app.extensions["helpdesk.channels"])
-    assert events(stranger) == []
+    assert received(stranger) == []
 
 
 def test_history_never_contains_internal_notes(visit):
@@ -221,10 +187,10 @@ def test_markup_is_stored_and_returned_as_plain_text(visit):
 
 def test_an_oversized_message_is_refused_with_an_error_the_visitor_sees(visit):
     visitor = visit()
-    events(visitor)
+    received(visitor)
     ack = say(visitor, "x" * 5001)
     assert ack["ok"] is False and ack["error"] == "too_long" and ack["temporary"] is False
-    [(_, error)] = events(visitor, "chat_error")
+    [(_, error)] = received(visitor, "chat_error")
     assert error["code"] == "too_long" and error["client_id"] == "c-1"
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
     assert say(visitor, "x" * 5000, client_id="c-2")["ok"]

@@ -150,3 +150,13 @@ def test_a_token_bucket_forgets_idle_keys():
     now[0] = 5.0
     bucket.take("new")
     assert len(bucket._buckets) == 1
+
+
+def test_a_clock_reading_older_than_the_bucket_is_not_charged_for_the_time_between():
+    # Threads read the clock and take the lock in either order; a late, older reading must not turn the
+    # time difference into a debt of tokens.
+    readings = iter([10.0, 7.0, 10.0])
+    bucket = TokenBucket(rate=1.0, burst=3, clock=lambda: next(readings))
+    assert bucket.take("a")  # at 10: two tokens left
+    assert bucket.take("a")  # an older reading (7) still finds one of those two
+    assert bucket.take("a")  # and the last one is there at 10
