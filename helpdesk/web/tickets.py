@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from helpdesk.customers import customer_history
 from helpdesk.extensions import db
-from helpdesk.models import Agent, Message, Priority, TicketStatus, Tier
+from helpdesk.models import Agent, Message, Priority, Ticket, TicketStatus, Tier
 from helpdesk.outbound import ReplyRefused, reply, reply_route
 from helpdesk.queries import get_ticket_or_404, ticket_events, ticket_messages
 from helpdesk.sms import TextReplyState, text_reply_state
@@ -24,6 +25,16 @@ from helpdesk.tickets import (
 from helpdesk.web.forms import EmptyForm, ReplyForm
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
+
+#: The most of the customer's other conversations the ticket page lists; the customer page has them all.
+OTHER_CONVERSATIONS = 20
+#: The most messages one live request may ask to be rendered again.
+MAX_LIVE_MESSAGES = 50
+
+
+def other_conversations(ticket: Ticket) -> list[Ticket]:
+    """Return the customer's other tickets on any channel, newest first, at most OTHER_CONVERSATIONS."""
+    return [other for other in customer_history(ticket.customer) if other.id != ticket.id][:OTHER_CONVERSATIONS]
 
 
 @bp.get("/<int:number>")
@@ -42,6 +53,7 @@ def show(number: int):
         ticket=ticket,
         messages=ticket_messages(ticket),
         events=ticket_events(ticket),
+        others=other_conversations(ticket),
         form=ReplyForm(),
         text_reply=_text_reply_state(ticket),
         fields_form=EmptyForm(),
@@ -50,6 +62,54 @@ def show(number: int):
         priorities=list(Priority),
         tiers=list(Tier),
         escalation_reasons=ESCALATION_REASONS,
+    )
+
+
+@bp.get("/<int:number>/live")
+@login_required
+def live(number: int):
+    """Render what the open ticket page needs after an event: new or changed messages, header and history.
+
+    `after` is the newest message id the page shows (0 for all of them); `messages` lists ids to render
+    again (a delivery status changed).
+    """
+    ticket = get_ticket_or_404(number)
+    try:
+        after = int(request.args.get("after", 0))
+        again = {int(part) for part in request.args.get("messages", "").split(",") if part.strip()}
+    except ValueError:
+        abort(400, "after and messages must be message ids.")
+    if len(again) > MAX_LIVE_MESSAGES:
+        abort(400, f"Ask for at most {MAX_LIVE_MESSAGES} messages at once.")
+    fields_form = EmptyForm()
+    messages = db.session.scalars(
+        sa.select(Message)
+        .where(Message.ticket_id == ticket.id, sa.or_(Message.id > after, Message.id.in_(again)))
+        .order_by(Message.created_at, Message.id)
+    ).all()
+    return jsonify(
+        messages=[
+            {
+                "id": message.id,
+                "created_at": message.created_at.isoformat(),
+                "html": render_template("tickets/_message.html", message=message, ticket=ticket,
+                                        fields_form=fields_form),
+            }
+            for message in messages
+        ],
+        message_ids=[message_id for (message_id,) in db.session.execute(
+            sa.select(Message.id).where(Message.ticket_id == ticket.id).order_by(Message.id))],
+        header=render_template("tickets/_header.html", ticket=ticket),
+        history=render_template("tickets/_history.html", events=ticket_events(ticket)),
+        others=render_template("tickets/_others.html", ticket=ticket, others=other_conversations(ticket)),
+        tier_actions=render_template("tickets/_tier_actions.html", ticket=ticket, fields_form=fields_form,
+                                     escalation_reasons=ESCALATION_REASONS),
+        fields={
+            "status": ticket.status.value,
+            "priority": ticket.priority.value,
+            "tier": ticket.tier.value,
+            "assignee_id": str(ticket.assignee_id or ""),
+        },
     )
 
 

@@ -3,6 +3,7 @@
 import pytest
 import sqlalchemy as sa
 
+from helpdesk.database import begin_write
 from helpdesk.extensions import db, socketio
 from helpdesk.ingest import IngestError, ingest
 from helpdesk.realtime import AGENT_NAMESPACE, publish_after_commit
@@ -178,6 +179,7 @@ def test_an_ingest_that_rolled_back_sends_nothing_now_or_with_a_later_commit(
 
 
 def test_an_event_queued_then_rolled_back_is_dropped(agent_socket):
+    begin_write()  # writers queue their events inside their transaction; its rollback drops them
     publish_after_commit(db.session(), "ticket.created", {"ticket": 4242})
     db.session.rollback()
     ingest(make_inbound())
@@ -199,3 +201,89 @@ def test_a_malformed_watch_request_is_ignored(agent_socket, data):
     assert agent_socket.is_connected(AGENT_NAMESPACE)
     ingest(make_inbound())
     assert [name for name, _ in received(agent_socket)] == ["ticket.created"]
+
+
+# --- who is on a ticket: viewing and replying -----------------------------------------------------------
+
+
+@pytest.fixture
+def two_agents(app, client, login_as, connect):
+    """Two signed-in agents' sockets, Alex's and Sam's, both watching ticket 1001, with empty queues."""
+    login_as(name="Alex Agent")
+    alex = connect(client)
+    sam_agent = make_agent(name="Sam Second", password=TEST_PASSWORD)
+    db.session.commit()
+    other_browser = app.test_client()
+    assert AuthActions(other_browser).login(sam_agent.email).status_code == 302
+    sam = connect(other_browser)
+    for connection in (alex, sam):
+        connection.emit("watch_ticket", {"number": 1001}, namespace=AGENT_NAMESPACE)
+        connection.get_received(AGENT_NAMESPACE)
+    return alex, sam, sam_agent
+
+
+def presence_events(connection) -> list[dict]:
+    return [payload for name, payload in received(connection) if name == "ticket.presence"]
+
+
+def test_an_agent_on_a_ticket_is_announced_to_the_others_watching_it_but_not_to_themselves(two_agents):
+    alex, sam, sam_agent = two_agents
+    clear_g()
+    sam.emit("ticket_presence", {"number": 1001}, namespace=AGENT_NAMESPACE)
+    [seen] = presence_events(alex)
+    assert seen["ticket"] == 1001
+    assert seen["agent"] == {"id": sam_agent.id, "name": "Sam Second"}
+    assert seen["state"] == "viewing"
+    assert presence_events(sam) == []
+    # Other agents get a key for the tab, never its socket id.
+    sam_sid = socketio.server.manager.sid_from_eio_sid(sam.eio_sid, AGENT_NAMESPACE)
+    assert sam_sid and seen["viewer"] not in {sam.eio_sid, sam_sid}
+
+
+def test_typing_in_the_composer_is_announced_as_replying(two_agents):
+    alex, sam, _ = two_agents
+    clear_g()
+    sam.emit("ticket_presence", {"number": 1001, "replying": True}, namespace=AGENT_NAMESPACE)
+    clear_g()
+    sam.emit("ticket_presence", {"number": 1001, "replying": "yes"}, namespace=AGENT_NAMESPACE)
+    assert [event["state"] for event in presence_events(alex)] == ["replying", "viewing"]
+
+
+def test_presence_on_a_ticket_not_watched_is_ignored(two_agents):
+    alex, sam, _ = two_agents
+    clear_g()
+    sam.emit("ticket_presence", {"number": 2002}, namespace=AGENT_NAMESPACE)
+    assert presence_events(alex) == []
+
+
+@pytest.mark.parametrize("data", [None, "1001", {"number": "abc"}, {"number": -1}, [1001]])
+def test_malformed_presence_is_ignored(two_agents, data):
+    alex, sam, _ = two_agents
+    clear_g()
+    sam.emit("ticket_presence", data, namespace=AGENT_NAMESPACE)
+    clear_g()
+    sam.emit("leave_ticket", data, namespace=AGENT_NAMESPACE)
+    assert sam.is_connected(AGENT_NAMESPACE)
+    assert presence_events(alex) == []
+
+
+def test_leaving_a_ticket_is_announced_and_ends_its_events(two_agents):
+    alex, sam, _ = two_agents
+    clear_g()
+    sam.emit("leave_ticket", {"number": 1001}, namespace=AGENT_NAMESPACE)
+    [left] = presence_events(alex)
+    assert left["state"] == "left"
+    clear_g()
+    alex.emit("ticket_presence", {"number": 1001}, namespace=AGENT_NAMESPACE)
+    assert presence_events(sam) == []
+
+
+def test_a_disconnect_is_announced_as_leaving_each_watched_ticket(two_agents):
+    alex, sam, _ = two_agents
+    clear_g()
+    sam.emit("ticket_presence", {"number": 1001}, namespace=AGENT_NAMESPACE)
+    [arrived] = presence_events(alex)
+    clear_g()
+    sam.disconnect(namespace=AGENT_NAMESPACE)
+    [left] = presence_events(alex)
+    assert (left["state"], left["viewer"], left["ticket"]) == ("left", arrived["viewer"], 1001)

@@ -100,7 +100,7 @@ def test_the_inbox_shows_counts_per_status(client, agent):
     new_ticket(TicketStatus.PENDING)
     new_ticket(TicketStatus.PENDING)
     page = client.get("/inbox").get_data(as_text=True)
-    assert re.search(r'view=pending[^>]*>\s*Pending\s*<span class="count">2</span>', page)
+    assert re.search(r'view=pending[^>]*>\s*Pending\s*<span class="count" data-count="pending">2</span>', page)
 
 
 def test_the_ticket_page_shows_the_conversation_and_its_history(client, agent, ticket):
