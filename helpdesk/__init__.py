@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pathlib
@@ -81,10 +82,10 @@ def init_channels(app: Flask) -> None:
     from channels.email.smtp import SmtpChannel, SmtpSettings
     from channels.local import LocalLogChannel
     from channels.messages import ChannelName
-    from channels.sms.twilio import TwilioChannel
+    from channels.sms.twilio import TwilioAccountChannel
     from helpdesk.extensions import socketio
     from helpdesk.mailboxes import poll_all_mailboxes
-    from helpdesk.sms import twilio_settings
+    from helpdesk.twilio_accounts import settings_for_sending
 
     registry = ChannelRegistry()
     folder = pathlib.Path(app.config["HELPDESK_OUTGOING_FOLDER"])
@@ -93,12 +94,11 @@ def init_channels(app: Flask) -> None:
     if app.config.get("HELPDESK_SMTP_URL"):
         smtp = SmtpSettings.from_url(app.config["HELPDESK_SMTP_URL"])
         registry.register(SmtpChannel(smtp, app.config["HELPDESK_SUPPORT_ADDRESS"]))
-    twilio = twilio_settings(app.config)
-    if twilio is not None:
-        # One Twilio account sends texts and WhatsApp; a channel it has no sender for stays local.
-        for name in (ChannelName.SMS, ChannelName.WHATSAPP):
-            if twilio.can_send(name):
-                registry.register(TwilioChannel(name, twilio))
+    # Texts go through the Twilio account admins saved (else TWILIO_*), looked up at each send so a saved
+    # account needs no restart; with no account that has a sender for the channel they stay in the local log.
+    for name in (ChannelName.SMS, ChannelName.WHATSAPP):
+        settings_for = functools.partial(settings_for_sending, app.config)
+        registry.register(TwilioAccountChannel(name, settings_for, fallback=registry.get(name)))
     # Chat replies go to the visitor's room on /chat (through the Redis queue when a worker sends them).
     registry.register(ChatChannel(socketio.emit))
     app.extensions["helpdesk.channels"] = registry
@@ -109,10 +109,27 @@ def init_channels(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from helpdesk.sms import create_twilio_blueprint
-    from helpdesk.web import admin, api, auth, customers, errors, inbox, simulator, tickets, widget
+    from helpdesk.web import (
+        admin,
+        admin_channels,
+        api,
+        auth,
+        customers,
+        errors,
+        inbox,
+        simulator,
+        tickets,
+        triage_admin,
+        widget,
+    )
+    from helpdesk.web import dashboard as dashboard_views
+    from helpdesk.web.chat_admin import bp as chat_admin_bp
 
-    for module in (auth, inbox, tickets, customers, admin, simulator, widget, errors):
+    for module in (auth, inbox, tickets, customers, admin, admin_channels, simulator, widget, errors):
         app.register_blueprint(module.bp)
+    app.register_blueprint(dashboard_views.bp)
+    app.register_blueprint(triage_admin.bp)
+    app.register_blueprint(chat_admin_bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")
     # Twilio's signed webhooks (SMS, WhatsApp, delivery status), built with this app's callbacks.
     app.register_blueprint(create_twilio_blueprint())

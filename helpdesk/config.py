@@ -73,9 +73,10 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         # A customer's reply to a ticket closed at most this many days ago reopens it; a later one opens a
         # follow-up ticket linked to it. 0 always opens a follow-up.
         "HELPDESK_REOPEN_WINDOW_DAYS": int(env.get("HELPDESK_REOPEN_WINDOW_DAYS", 7)),
-        # SMS and WhatsApp go through Twilio when an account SID and auth token are set; otherwise texts are
-        # logged to HELPDESK_OUTGOING_FOLDER. Webhooks are validated against HELPDESK_PUBLIC_URL, so it must be
-        # the address Twilio calls (set it behind a reverse proxy).
+        # SMS and WhatsApp go through a Twilio account admins add under /admin/channels/twilio, else through the
+        # one these name (account SID and auth token); with neither, texts are logged to HELPDESK_OUTGOING_FOLDER.
+        # Webhooks are validated against HELPDESK_PUBLIC_URL, so it must be the address Twilio calls (set it
+        # behind a reverse proxy).
         "TWILIO_ACCOUNT_SID": env.get("TWILIO_ACCOUNT_SID") or None,
         "TWILIO_AUTH_TOKEN": env.get("TWILIO_AUTH_TOKEN") or None,
         # The sending number (E.164), or a Messaging Service that picks one.
@@ -90,6 +91,14 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         # How long a status report waits for the worker to record the send it reports on.
         "TWILIO_STATUS_WAIT_SECONDS": float(env.get("TWILIO_STATUS_WAIT_SECONDS", 10)),
         "TWILIO_MEDIA_MAX_BYTES": int(env.get("TWILIO_MEDIA_MAX_BYTES", 10 * 1024 * 1024)),
+        # A media file whose download failed for a passing reason (Twilio busy or unreachable) is fetched again
+        # by the retry_media job: at most this many downloads in all, the first retry after this many seconds,
+        # each wait twice the one before (at most 6 hours).
+        "TWILIO_MEDIA_RETRY_ATTEMPTS": int(env.get("TWILIO_MEDIA_RETRY_ATTEMPTS", 8)),
+        "TWILIO_MEDIA_RETRY_SECONDS": float(env.get("TWILIO_MEDIA_RETRY_SECONDS", 60)),
+        # How long each process keeps the accounts admins saved before reading them again (the process that
+        # saves one sees it at once).
+        "TWILIO_ACCOUNTS_CACHE_SECONDS": float(env.get("TWILIO_ACCOUNTS_CACHE_SECONDS", 5)),
         "TWILIO_WEBHOOK_RATE_LIMIT": env.get("TWILIO_WEBHOOK_RATE_LIMIT", "600 per minute"),
         # Languages the customer's message may be detected as (ISO 639-1, comma-separated); None keeps the
         # triage engine's defaults.
@@ -102,6 +111,14 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         "HELPDESK_CHAT_MESSAGE_BURST": float(env.get("HELPDESK_CHAT_MESSAGE_BURST", 10)),
         "HELPDESK_CHAT_IP_EVENTS_PER_MINUTE": float(env.get("HELPDESK_CHAT_IP_EVENTS_PER_MINUTE", 120)),
         "HELPDESK_CHAT_IP_BURST": float(env.get("HELPDESK_CHAT_IP_BURST", 60)),
+        # Settings admins save on /admin/chat override the two above; each process re-reads them this often.
+        "HELPDESK_CHAT_SETTINGS_CACHE_SECONDS": float(env.get("HELPDESK_CHAT_SETTINGS_CACHE_SECONDS", 5)),
+        # Files visitors send (images, PDF, text; never above HELPDESK_MAX_ATTACHMENT_BYTES), and how often.
+        "HELPDESK_CHAT_MAX_UPLOAD_BYTES": int(env.get("HELPDESK_CHAT_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)),
+        "HELPDESK_CHAT_UPLOAD_RATE_LIMIT": env.get("HELPDESK_CHAT_UPLOAD_RATE_LIMIT", "20 per minute"),
+        # Chat transcripts by email: per visitor every ten minutes, and per conversation in all.
+        "HELPDESK_CHAT_TRANSCRIPTS_PER_TEN_MINUTES": float(env.get("HELPDESK_CHAT_TRANSCRIPTS_PER_TEN_MINUTES", 3)),
+        "HELPDESK_CHAT_TRANSCRIPTS_PER_TICKET": int(env.get("HELPDESK_CHAT_TRANSCRIPTS_PER_TICKET", 3)),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": is_https,

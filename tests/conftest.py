@@ -199,5 +199,11 @@ def login_as(auth):
 
 
 @pytest.fixture
+def admin(login_as):
+    """An admin, logged in."""
+    return login_as("admin", email="boss@example.com", name="Boss")
+
+
+@pytest.fixture
 def repo_root() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parent.parent

@@ -37,11 +37,6 @@ def agent_form(**overrides) -> dict:
     return {key: value for key, value in form.items() if value is not None}
 
 
-@pytest.fixture
-def admin(login_as):
-    return login_as("admin", email="boss@example.com", name="Boss")
-
-
 @pytest.mark.parametrize("path", ADMIN_PAGES)
 def test_admin_pages_send_anonymous_visitors_to_login(client, path):
     response = client.get(path.format(own_id=1))

@@ -62,11 +62,6 @@ def raw_settings(account_id: int) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-@pytest.fixture
-def admin(login_as):
-    return login_as("admin", email="boss@example.com", name="Boss")
-
-
 @pytest.mark.parametrize("role", ["agent", "lead"])
 @pytest.mark.parametrize("path", PAGES)
 def test_mailbox_pages_are_forbidden_to_agents_and_leads(client, login_as, role, path):

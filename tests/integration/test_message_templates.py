@@ -35,11 +35,6 @@ def count(model) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(model))
 
 
-@pytest.fixture
-def admin(login_as):
-    return login_as("admin", email="boss@example.com", name="Boss")
-
-
 @pytest.mark.parametrize("role", ["agent", "lead"])
 @pytest.mark.parametrize("path", PAGES)
 def test_template_pages_are_forbidden_to_agents_and_leads(client, login_as, post, role, path):
