@@ -63,6 +63,10 @@ class Ticket(Base, Timestamped):
     __table_args__ = (
         sa.Index("ix_ticket_status_tier", "status", "tier"),
         sa.Index("ix_ticket_customer_channel_status", "customer_id", "channel", "status"),
+        # The dashboard's response times read tickets answered or solved within a window.
+        sa.Index("ix_ticket_first_responded_at", "first_responded_at"),
+        sa.Index("ix_ticket_solved_at", "solved_at"),
+        sa.Index("ix_ticket_closed_at", "closed_at"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -112,6 +116,8 @@ class Ticket(Base, Timestamped):
 
 class Message(Base):
     __tablename__ = "message"
+    # The acknowledgement rate limit counts what one address sent lately.
+    __table_args__ = (sa.Index("ix_message_address_created_at", "address", "created_at"),)
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     ticket_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("ticket.id", ondelete="CASCADE"), index=True)
@@ -213,6 +219,8 @@ class TicketEvent(Base):
     """One change to a ticket: who did what, when and why."""
 
     __tablename__ = "ticket_event"
+    # Escalations per reason over a window, on the dashboard.
+    __table_args__ = (sa.Index("ix_ticket_event_kind_created_at", "kind", "created_at"),)
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     ticket_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("ticket.id", ondelete="CASCADE"), index=True)
