@@ -336,19 +336,7 @@ def parse_rules(text: str | bytes, *, filename: str | None = None) -> list[Rule]
 
 def rules_from_data(data: Any) -> list[Rule]:
     """Build the rules of a loaded rules document, or raise TriageConfigError at the first bad field."""
-    entries = _document_list(data, "rules")
-    rules: list[Rule] = []
-    seen: dict[str, int] = {}
-    for index, entry in enumerate(entries):
-        rule = rule_from_dict(entry, f"rules[{index}]")
-        folded = rule.name.casefold()
-        if folded in seen:
-            raise TriageConfigError(
-                f"rules[{index}].name", f"{rule.name!r} is already the name of rules[{seen[folded]}]"
-            )
-        seen[folded] = index
-        rules.append(rule)
-    return rules
+    return _named_entries(data, "rules", rule_from_dict)
 
 
 def rule_from_dict(data: Any, path: str = "rule") -> Rule:
@@ -498,18 +486,7 @@ def parse_policies(text: str | bytes, *, filename: str | None = None) -> list[Po
 
 def policies_from_data(data: Any) -> list[PolicySpec]:
     """Build the policies of a loaded document: unique names, exactly one default."""
-    entries = _document_list(data, "policies")
-    policies: list[PolicySpec] = []
-    seen: dict[str, int] = {}
-    for index, entry in enumerate(entries):
-        policy = policy_from_dict(entry, f"policies[{index}]")
-        folded = policy.name.casefold()
-        if folded in seen:
-            raise TriageConfigError(
-                f"policies[{index}].name", f"{policy.name!r} is already the name of policies[{seen[folded]}]"
-            )
-        seen[folded] = index
-        policies.append(policy)
+    policies = _named_entries(data, "policies", policy_from_dict)
     defaults = [index for index, policy in enumerate(policies) if policy.is_default]
     if policies and not defaults:
         raise TriageConfigError("policies", "mark exactly one policy as default: true")
@@ -675,6 +652,22 @@ def dump_document(data: Mapping[str, Any], fmt: str = "yaml") -> str:
             dict(data), sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
         )
     raise ValueError(f"unknown format {fmt!r} (yaml or json)")
+
+
+def _named_entries(data: Any, key: str, build: Callable[[Any, str], Any]) -> list[Any]:
+    """Build each entry of the document's `key` list, refusing a name used twice (case-insensitively)."""
+    built: list[Any] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(_document_list(data, key)):
+        item = build(entry, f"{key}[{index}]")
+        folded = item.name.casefold()
+        if folded in seen:
+            raise TriageConfigError(
+                f"{key}[{index}].name", f"{item.name!r} is already the name of {key}[{seen[folded]}]"
+            )
+        seen[folded] = index
+        built.append(item)
+    return built
 
 
 def _document_list(data: Any, key: str) -> list[Any]:
