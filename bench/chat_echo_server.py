@@ -26,7 +26,8 @@ class EchoChat(Namespace):
     def __init__(self, namespace: str, socketio: SocketIO):
         super().__init__(namespace)
         self._socketio = socketio
-        self._ids = itertools.count(1)
+        # Ids unique across the processes of one run (BENCH_ECHO_PROCESS numbers them from 0).
+        self._ids = itertools.count(1 + int(os.environ.get("BENCH_ECHO_PROCESS", "0")) * 1_000_000_000)
         self._lock = threading.Lock()
 
     def on_connect(self, auth=None):
@@ -49,10 +50,15 @@ class EchoAgents(Namespace):
 
 
 def create_echo_app() -> Flask:
-    """Build the echo app; BENCH_ECHO_ORIGINS (comma-separated) lists the origins it admits."""
+    """Build the echo app; BENCH_ECHO_ORIGINS (comma-separated) lists the origins it admits.
+
+    BENCH_ECHO_MESSAGE_QUEUE (a Redis URL) and BENCH_ECHO_PROCESS (0, 1, ...) run it as several processes.
+    """
     app = Flask(__name__)
     origins = [item.strip() for item in os.environ.get("BENCH_ECHO_ORIGINS", "").split(",") if item.strip()]
-    socketio = SocketIO(app, async_mode="threading", cors_allowed_origins=origins or [], manage_session=False)
+    # Several processes carry their broadcasts to each other's agents through a message queue, as the app does.
+    socketio = SocketIO(app, async_mode="threading", cors_allowed_origins=origins or [], manage_session=False,
+                        message_queue=os.environ.get("BENCH_ECHO_MESSAGE_QUEUE") or None)
     socketio.on_namespace(EchoChat("/chat", socketio))
     socketio.on_namespace(EchoAgents("/agents"))
 

@@ -104,7 +104,7 @@ async def run_load(spec: dict) -> None:
             client.on("connect_error", refusals.append, namespace="/agents")
             try:
                 # A copy: the client takes the Cookie header out of the dict it is given.
-                await client.connect(spec["base_url"], headers=dict(headers), transports=["websocket"],
+                await client.connect(agent["url"], headers=dict(headers), transports=["websocket"],
                                      namespaces=["/agents"], wait_timeout=10)
             except Exception as error:  # noqa: BLE001 - counted and reported, the run goes on
                 # A browser's Socket.IO client reconnects on its own; so does this agent, a few times.
@@ -123,7 +123,9 @@ async def run_load(spec: dict) -> None:
         client = socketio.AsyncClient(reconnection=False)
         async with gate:
             try:
-                await client.connect(spec["base_url"], headers={"Origin": spec["origin"]}, auth={},
+                # Each visitor stays on one process, as a proxy with sticky sessions keeps it.
+                url = spec["base_urls"][index % len(spec["base_urls"])]
+                await client.connect(url, headers={"Origin": spec["origin"]}, auth={},
                                      transports=["websocket"], namespaces=["/chat"], wait_timeout=60)
             except Exception as error:  # noqa: BLE001 - counted and reported
                 failures.append(f"visitor: {error}")
@@ -313,10 +315,11 @@ def gunicorn_command(app_spec: list[str], port: int, threads: int) -> list[str]:
     ]
 
 
-def server_errors(log_path: pathlib.Path) -> dict[str, int]:
-    """Count what the server logged as errors: each traceback by its exception line, other ERROR lines."""
+def server_errors(*log_paths: pathlib.Path) -> dict[str, int]:
+    """Count what the servers logged as errors: each traceback by its exception line, other ERROR lines."""
     counts: dict[str, int] = {}
-    for line in log_path.read_text(errors="replace").splitlines():
+    lines = [line for log_path in log_paths for line in log_path.read_text(errors="replace").splitlines()]
+    for line in lines:
         if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Refused)\b", line) and not line.startswith("The above"):
             key = line[:120]
         elif " ERROR " in line and "handler error" not in line:
@@ -328,13 +331,14 @@ def server_errors(log_path: pathlib.Path) -> dict[str, int]:
     return counts
 
 
-def process_memory(pid: int) -> dict[str, int]:
-    """Return the process's resident set (KiB) and thread count, from /proc."""
-    status = {}
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "Threads"):
-            status[key] = int(value.split()[0])
+def process_memory(*pids: int) -> dict[str, int]:
+    """Return the processes' resident sets (KiB) and thread counts added up, from /proc."""
+    status = {"VmRSS": 0, "Threads": 0}
+    for pid in pids:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in status:
+                status[key] += int(value.split()[0])
     return {"rss_kib": status["VmRSS"], "threads": status["Threads"]}
 
 
@@ -438,17 +442,20 @@ class LoadProcess:
         self.log.close()
 
 
-def measure(server: Server, args, agents: list[dict], folder: pathlib.Path, run: str) -> dict:
-    """Drive `server` with the load processes and return the figures."""
-    pid = server.worker_pid()
-    before = process_memory(pid)
+def measure(servers: list[Server], args, agents: list[dict], folder: pathlib.Path, run: str) -> dict:
+    """Drive `servers` (the processes of one deployment) with the load processes and return the figures."""
+    pids = [server.worker_pid() for server in servers]
+    label = servers[0].label
+    base_urls = [server.base_url for server in servers]
+    agents = [{**agent, "url": base_urls[number % len(base_urls)]} for number, agent in enumerate(agents)]
+    before = process_memory(*pids)
     processes = []
     count = args.load_processes
     try:
         for number in range(count):
             share = range(number, args.visitors, count)
             spec = {
-                "run": run, "base_url": server.base_url, "origin": SHOP_ORIGIN, "agent_origin": server.base_url,
+                "run": run, "base_urls": base_urls, "origin": SHOP_ORIGIN, "agent_origin": base_urls[0],
                 "visitors": len(share), "first_visitor": number * 1_000_000,
                 "agents": agents[number::count], "warmup": args.warmup, "duration": args.duration,
                 "interval": [args.interval[0], args.interval[1]], "ack_timeout": args.ack_timeout,
@@ -456,30 +463,30 @@ def measure(server: Server, args, agents: list[dict], folder: pathlib.Path, run:
                 "result_path": str(folder / f"result-{run}-{number}.json"),
             }
             processes.append(LoadProcess(spec, folder, number))
-        progress(f"{server.label}: connecting {args.agents} agents and {args.visitors} visitors")
+        progress(f"{label}: connecting {args.agents} agents and {args.visitors} visitors")
         connect_timeout = 120 + args.visitors / 5
         ready = [process.expect("ready", connect_timeout).split()[1:] for process in processes]
         connected = sum(int(visitors) + int(agents) for visitors, agents, _ in ready)
         time.sleep(SETTLE_SECONDS)  # let the last connections' threads settle before reading the memory
-        with_connections = process_memory(pid)
+        with_connections = process_memory(*pids)
         t0 = time.monotonic() + SETTLE_SECONDS
         for process in processes:
             process.tell(f"go {t0:.6f}")
-        progress(f"{server.label}: {connected} connected; sending for {args.warmup:g} + {args.duration:g} s")
+        progress(f"{label}: {connected} connected; sending for {args.warmup:g} + {args.duration:g} s")
         time.sleep(max(0.0, t0 + args.warmup - time.monotonic()))
-        cpu_start = process_cpu_seconds(pid)
+        cpu_start = sum(map(process_cpu_seconds, pids))
         time.sleep(max(0.0, t0 + args.warmup + args.duration - time.monotonic()))
-        cpu_window = process_cpu_seconds(pid) - cpu_start
+        cpu_window = sum(map(process_cpu_seconds, pids)) - cpu_start
         for process in processes:
             process.expect("drained", args.ack_timeout + 60)
-        progress(f"{server.label}: drained")
+        progress(f"{label}: drained")
         time.sleep(min(2.0, args.ack_timeout))  # agents' events for the last acknowledged messages
-        after_load = process_memory(pid)
+        after_load = process_memory(*pids)
         for process in processes:
             process.tell("close")
         for process in processes:
             process.expect("closed", 60)
-        progress(f"{server.label}: closed")
+        progress(f"{label}: closed")
         results = [json.loads(process.result_path.read_text()) for process in processes]
     finally:
         for process in processes:
@@ -559,15 +566,21 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def run_echo(args, folder: pathlib.Path) -> dict:
     from tests.servers import free_port
 
-    port = free_port()
+    ports = [free_port() for _ in range(args.processes)]
     env = base_env()
-    env["BENCH_ECHO_ORIGINS"] = f"{SHOP_ORIGIN},http://127.0.0.1:{port}"
-    server = Server("the echo floor", ["--pythonpath", "bench", "chat_echo_server:create_echo_app()"], env, port,
-                    args.threads, "/health", folder / "server-echo.log")
-    with server:
+    env["BENCH_ECHO_ORIGINS"] = f"{SHOP_ORIGIN},http://127.0.0.1:{ports[0]}"
+    if args.redis_url:
+        env["BENCH_ECHO_MESSAGE_QUEUE"] = args.redis_url
+    servers = [Server("the echo floor", ["--pythonpath", "bench", "chat_echo_server:create_echo_app()"],
+                      {**env, "BENCH_ECHO_PROCESS": str(number)}, port, args.threads, "/health",
+                      folder / f"server-echo-{number}.log")
+               for number, port in enumerate(ports)]
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            stack.enter_context(server)
         agents = [{} for _ in range(args.agents)]
-        figures = measure(server, args, agents, folder, "echo")
-    figures["server_errors"] = server_errors(server.log_path)
+        figures = measure(servers, args, agents, folder, "echo")
+    figures["server_errors"] = server_errors(*(server.log_path for server in servers))
     return figures
 
 
@@ -575,8 +588,9 @@ def run_app(args, folder: pathlib.Path) -> dict:
     from tests.servers import free_port, login_session
 
     with throwaway_database(args.database_url, folder) as database_url:
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
+        ports = [free_port() for _ in range(args.processes)]
+        # Every process is told the same public address, as behind the proxy; agents log in on the first.
+        base_url = f"http://127.0.0.1:{ports[0]}"
         env = app_env(database_url, folder / "instance", base_url, args.redis_url)
         progress(f"the helpdesk: preparing the database ({'PostgreSQL' if args.database_url else 'SQLite'}) "
                  f"and {args.agents} agents")
@@ -587,16 +601,19 @@ def run_app(args, folder: pathlib.Path) -> dict:
             env["BENCH_SAMPLE_HZ"] = str(args.sample_hz)
         if args.cpu_profile:
             env["BENCH_CPU_PROFILE_FILE"] = str(pathlib.Path(args.cpu_profile).resolve())
-        server = Server("the helpdesk", ["wsgi:app"], env, port, args.threads, "/login", folder / "server-app.log")
-        with server:
+        servers = [Server("the helpdesk", ["wsgi:app"], env, port, args.threads, "/login",
+                          folder / f"server-app-{number}.log") for number, port in enumerate(ports)]
+        with contextlib.ExitStack() as stack:
+            for server in servers:
+                stack.enter_context(server)
             progress("the helpdesk: server up, agents logging in")
             agents = []
             for number in range(1, args.agents + 1):
                 http = login_session(base_url, agent_email(number), AGENT_PASSWORD, user_agent="helpdesk-bench")
                 agents.append({"cookie": "; ".join(f"{name}={value}" for name, value in http.cookies.items()),
                                "user_agent": http.headers["User-Agent"]})
-            figures = measure(server, args, agents, folder, "app")
-        figures["server_errors"] = server_errors(server.log_path)
+            figures = measure(servers, args, agents, folder, "app")
+        figures["server_errors"] = server_errors(*(server.log_path for server in servers))
     if args.profile:
         samples_path = folder / "samples.json"
         if samples_path.exists():
@@ -671,7 +688,8 @@ def print_table(args, rows: list[tuple[str, dict]], kind: str) -> None:
     print()
     print(f"{args.visitors} visitors + {args.agents} agents, "
           f"messages every {args.interval[0]:g}-{args.interval[1]:g} s, "
-          f"{args.warmup:g} s warm-up + {args.duration:g} s measured; gunicorn -w 1 --threads {args.threads}; "
+          f"{args.warmup:g} s warm-up + {args.duration:g} s measured; "
+          f"{args.processes} x gunicorn -w 1 --threads {args.threads}; "
           f"{kind}; {args.load_processes} load processes")
     print(f"{'server':<12} {'conns':>5} {'msg/s':>6} {'ack p50':>8} {'ack p99':>8} {'agt p50':>8} {'agt p99':>8} "
           f"{'errors':>6} {'unacked':>7} {'missing':>7} {'KiB/conn':>8} {'cpu ms/msg':>10} {'gen lag p99':>11}")
@@ -732,6 +750,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="gunicorn --threads (default: the connections plus 64)")
     parser.add_argument("--load-processes", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server processes, each on its own port as README's Deploying section runs them; "
+                             "visitors and agents are spread over them as a proxy with sticky sessions would, "
+                             "and more than one needs --redis-url, their message queue (default 1)")
     parser.add_argument("--database-url", default=None,
                         help="a PostgreSQL server (any database on it) to create the throwaway database on; "
                              "default a temporary SQLite file")
@@ -764,10 +786,13 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.database_url and not args.database_url.startswith(("postgres://", "postgresql")):
         raise SystemExit("--database-url must name a PostgreSQL server (or be left out for SQLite)")
+    if args.processes > 1 and not args.redis_url:
+        raise SystemExit("--processes above 1 needs --redis-url: events reach agents on other processes through it")
+    per_process = math.ceil((args.visitors + args.agents) / args.processes)
     if args.threads is None:
-        args.threads = args.visitors + args.agents + 64
-    if args.threads < args.visitors + args.agents + 8:
-        print(f"warning: {args.threads} threads cannot hold {args.visitors + args.agents} WebSockets; "
+        args.threads = per_process + 64
+    if args.threads < per_process + 8:
+        print(f"warning: {args.threads} threads cannot hold {per_process} WebSockets per process; "
               "the connections beyond the threads wait for one to free up", file=sys.stderr)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers and load processes

@@ -80,6 +80,7 @@ def _dbapi_connect(database_url: str):
 
         connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
         connection.execute("PRAGMA journal_mode=WAL")  # as the app sets it
+        connection.execute("PRAGMA synchronous=NORMAL")
         return connection, "?"
     import psycopg
 

@@ -4,7 +4,7 @@
 
 POST /channels/twilio/sms reads the form, inserts (MessageSid, From, Body) into `floor_text` in one committed
 transaction of the same kind of database as the helpdesk's (SQLAlchemy engine, SQLite in WAL mode with a busy
-timeout as the helpdesk sets it, or PostgreSQL through psycopg 3), and answers with empty TwiML.
+timeout and synchronous=NORMAL as the helpdesk sets it, or PostgreSQL through psycopg 3), and answers with empty TwiML.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def _engine(url: str) -> sa.Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine

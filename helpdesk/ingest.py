@@ -101,59 +101,43 @@ def ingest_with(inbound: InboundMessage, *, before_commit: BeforeCommit | None =
 def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None) -> IngestResult:
     # Read before anything is added, so the reads need not flush it. (Automatic mail runs no rule on a known
     # ticket; should it open one, triage reads them itself.)
-    triage_config = None if inbound.is_automatic else TriageConfig.load()
+    triage_config = None if inbound.is_automatic else TriageConfig.current()
     sender = normalize_identity(inbound.sender)
     customer = resolve_customer(sender, inbound.other_identities)
+    # Who wrote, for the audit trail and the inbox: the customer's name, else the identity they wrote from
+    # (Customer.display_name would load all their identities for that).
+    actor_label = customer.name or sender.value
     if db.session.get_bind().dialect.name != "sqlite":
         # One customer's messages are threaded one at a time (a row lock), so two texts arriving together
         # cannot both open a ticket. SQLite needs none: the writer's transaction holds the database lock.
         db.session.execute(sa.select(Customer.id).where(Customer.id == customer.id).with_for_update())
-    ticket, reason = find_thread(inbound, customer)
-    is_new_ticket = False
-    if ticket is not None and ticket.status == TicketStatus.CLOSED and not inbound.is_automatic:
-        if is_within_reopen_window(ticket):
-            days = current_app.config.get("HELPDESK_REOPEN_WINDOW_DAYS", 7)
-            reopened = f"reopened: the customer wrote within {days} days of closing"
-            change_field(ticket, "status", TicketStatus.OPEN, reason=reopened, actor_label=customer.display_name)
-            reason = f"{reason}; {reopened}"
-        else:
-            closed = ticket
-            reason = f"{reason}; #{closed.number} is closed, so a follow-up ticket was opened"
-            ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason)
-            ticket.follow_up_of_id = closed.id
-            is_new_ticket = True
-    elif ticket is None:
-        ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason)
-        is_new_ticket = True
-    else:
-        _wake_ticket(ticket, inbound, customer)
-    if is_new_ticket:
-        # Triage would set it after the insert below; set now, the ticket is inserted with it.
-        detect_ticket_language(ticket, inbound)
-
-    html = sanitize_html(inbound.html) if inbound.html else None
-    text = inbound.text or (html_to_text(html) if html else "")
-    message = Message(
-        ticket=ticket,
-        direction=Direction.INBOUND,
-        channel=inbound.channel,
-        dedupe_key=inbound.dedupe_key,
-        external_id=inbound.external_id,
-        author_customer=customer,
-        is_public=True,
-        is_automatic=inbound.is_automatic,
-        subject=inbound.subject,
-        text=text,
-        reply_text=inbound.reply_text,
-        html=html,
-        address=sender.value,
-        created_at=inbound.received_at or utcnow(),
-    )
-    message.attachments = [store_attachment(data) for data in inbound.attachments]
-    db.session.add(message)
-    if not inbound.is_automatic:
-        ticket.last_customer_message_at = utcnow()
-    ticket.updated_at = utcnow()
+    # Until the flush below, nothing read here depends on what is added here (a new customer, a ticket, its
+    # events): the reads need not flush first, and all of it goes to the database in that one flush.
+    with db.session.no_autoflush:
+        ticket, reason, is_new_ticket = _thread_into_ticket(inbound, customer, actor_label)
+        html = sanitize_html(inbound.html) if inbound.html else None
+        text = inbound.text or (html_to_text(html) if html else "")
+        message = Message(
+            ticket=ticket,
+            direction=Direction.INBOUND,
+            channel=inbound.channel,
+            dedupe_key=inbound.dedupe_key,
+            external_id=inbound.external_id,
+            author_customer=customer,
+            is_public=True,
+            is_automatic=inbound.is_automatic,
+            subject=inbound.subject,
+            text=text,
+            reply_text=inbound.reply_text,
+            html=html,
+            address=sender.value,
+            created_at=inbound.received_at or utcnow(),
+        )
+        message.attachments = [store_attachment(data) for data in inbound.attachments]
+        db.session.add(message)
+        if not inbound.is_automatic:
+            ticket.last_customer_message_at = utcnow()
+        ticket.updated_at = utcnow()
     db.session.flush()  # the unique dedupe key fails here, inside the transaction, if we lost a race
 
     record_event(
@@ -162,22 +146,55 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None) ->
         {"message_id": message.id, "channel": str(inbound.channel), "external_id": inbound.external_id},
         reason=reason,
         customer=customer,
+        actor_label=actor_label,
     )
     for attachment in message.attachments:
         if attachment.refused_reason:
             record_event(ticket, "attachment.refused", {"filename": attachment.filename, "size": attachment.size},
                          reason=attachment.refused_reason, actor_label="system")
     # After the message is flushed (the next-response clock reads it), before the commit: one transaction.
-    apply_triage(ticket, inbound, customer, on="create" if is_new_ticket else "customer_message",
-                 config=triage_config)
+    # What triage reads (the message, SLA pauses and alerts, agents) is flushed or untouched here, so its
+    # queries need not flush the events and ticket changes above first: they go in with the commit.
+    with db.session.no_autoflush:
+        apply_triage(ticket, inbound, customer, on="create" if is_new_ticket else "customer_message",
+                     config=triage_config)
     payload = {"ticket": ticket.number, "message_id": message.id, "subject": ticket.subject,
-               "customer": customer.display_name, "channel": str(inbound.channel)}
+               "customer": actor_label, "channel": str(inbound.channel)}
     publish_after_commit(db.session(), "ticket.created" if is_new_ticket else "message.created", payload)
     result = IngestResult(message, ticket, False, is_new_ticket, reason)
     if before_commit is not None:
         before_commit(result)
     db.session.commit()
     return result
+
+
+def _thread_into_ticket(inbound: InboundMessage, customer: Customer, actor_label: str) -> tuple[Ticket, str, bool]:
+    """Find or open the ticket `inbound` belongs to; return it, why, and whether it is new."""
+    ticket, reason = find_thread(inbound, customer)
+    is_new_ticket = False
+    if ticket is not None and ticket.status == TicketStatus.CLOSED and not inbound.is_automatic:
+        if is_within_reopen_window(ticket):
+            days = current_app.config.get("HELPDESK_REOPEN_WINDOW_DAYS", 7)
+            reopened = f"reopened: the customer wrote within {days} days of closing"
+            change_field(ticket, "status", TicketStatus.OPEN, reason=reopened, actor_label=actor_label)
+            reason = f"{reason}; {reopened}"
+        else:
+            closed = ticket
+            reason = f"{reason}; #{closed.number} is closed, so a follow-up ticket was opened"
+            ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason,
+                                 actor_label=actor_label)
+            ticket.follow_up_of_id = closed.id
+            is_new_ticket = True
+    elif ticket is None:
+        ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason,
+                             actor_label=actor_label)
+        is_new_ticket = True
+    else:
+        _wake_ticket(ticket, inbound, actor_label)
+    if is_new_ticket:
+        # Triage would set it after the insert below; set now, the ticket is inserted with it.
+        detect_ticket_language(ticket, inbound)
+    return ticket, reason, is_new_ticket
 
 
 def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | None, str]:
@@ -197,7 +214,7 @@ def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | N
         ticket = db.session.scalar(sa.select(Ticket).where(Ticket.number == hints.ticket_number))
         if ticket is not None and is_participant(ticket, customer):
             return ticket, f"names ticket #{ticket.number} and the sender takes part in it"
-    if hints.join_open_ticket_on_channel:
+    if hints.join_open_ticket_on_channel and customer.id is not None:  # a customer new here has no ticket
         ticket = db.session.scalar(
             sa.select(Ticket)
             .where(
@@ -225,6 +242,8 @@ def is_participant(ticket: Ticket, customer: Customer) -> bool:
     """Tell whether `customer` owns `ticket` or has written on it."""
     if ticket.customer_id == customer.id:
         return True
+    if customer.id is None:
+        return False  # not stored yet, so has written nothing
     return db.session.scalar(
         sa.select(sa.func.count())
         .select_from(Message)
@@ -232,14 +251,14 @@ def is_participant(ticket: Ticket, customer: Customer) -> bool:
     ) > 0
 
 
-def _wake_ticket(ticket: Ticket, inbound: InboundMessage, customer: Customer) -> None:
+def _wake_ticket(ticket: Ticket, inbound: InboundMessage, actor_label: str) -> None:
     # The customer answered: a ticket waiting on them is back with the agents. Automatic mail
     # (out-of-office, bounces) never changes the status.
     if inbound.is_automatic:
         return
     if ticket.status in (TicketStatus.PENDING, TicketStatus.SOLVED):
         change_field(ticket, "status", TicketStatus.OPEN, reason="the customer wrote again",
-                     actor_label=customer.display_name)
+                     actor_label=actor_label)
 
 
 def _subject_for(inbound: InboundMessage) -> str:

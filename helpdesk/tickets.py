@@ -38,6 +38,8 @@ def next_ticket_number() -> int:
         .where(TicketCounter.id == 1)
         .values(next_number=TicketCounter.next_number + 1)
         .returning(TicketCounter.next_number)
+        # No counter object is ever loaded: nothing in the session to bring up to date.
+        .execution_options(synchronize_session=False)
     )
     if number is None:
         raise RuntimeError("the ticket counter row is missing: run `flask --app wsgi db upgrade`")
@@ -57,8 +59,11 @@ def record_event(
     """Add one audit-trail entry to `ticket`; the caller commits."""
     if actor_label is None:
         actor_label = agent.name if agent else (customer.display_name if customer else "system")
+    # A stored ticket is referred to by its id: cheaper to flush than the relationship (and its write-only
+    # collection on the ticket); a new one through the relationship, so the flush inserts it first.
+    link = {"ticket_id": ticket.id} if ticket.id is not None else {"ticket": ticket}
     event = TicketEvent(
-        ticket=ticket,
+        **link,
         kind=kind,
         data=data or {},
         reason=reason,
@@ -70,7 +75,7 @@ def record_event(
     return event
 
 
-def open_ticket(customer: Customer, channel, subject: str, *, reason: str) -> Ticket:
+def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor_label: str | None = None) -> Ticket:
     """Create a new ticket with defaults (first line, normal priority) and its creation event."""
     ticket = Ticket(
         number=next_ticket_number(),
@@ -82,7 +87,8 @@ def open_ticket(customer: Customer, channel, subject: str, *, reason: str) -> Ti
         customer=customer,
     )
     db.session.add(ticket)
-    record_event(ticket, "ticket.created", {"channel": str(channel)}, reason=reason, customer=customer)
+    record_event(ticket, "ticket.created", {"channel": str(channel)}, reason=reason, customer=customer,
+                 actor_label=actor_label)
     return ticket
 
 

@@ -83,6 +83,34 @@ class TriageConfig:
         """Read the rules and policies (load_rules, load_policies)."""
         return cls(load_rules(), load_policies())
 
+    @classmethod
+    def current(cls) -> TriageConfig:
+        """Return the rules and policies as stored, read again only when they have changed.
+
+        Reading and validating every rule and policy for each message cost more than the rest of triage;
+        one small query tells whether any changed since this process last read them, in any process.
+        """
+        stamp = _config_stamp()
+        cached = current_app.extensions.get(_CONFIG_CACHE_KEY)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        config = cls.load()
+        current_app.extensions[_CONFIG_CACHE_KEY] = (stamp, config)
+        return config
+
+
+_CONFIG_CACHE_KEY = "helpdesk.triage_config"
+
+
+def _config_stamp() -> tuple:
+    # Every change stamps updated_at (an insert too) and a delete changes the count: together they change
+    # whenever the stored rules or policies do.
+    def count_and_latest(model):
+        return (sa.select(sa.func.count()).select_from(model).scalar_subquery(),
+                sa.select(sa.func.max(model.updated_at)).scalar_subquery())
+
+    return tuple(db.session.execute(sa.select(*count_and_latest(TriageRule), *count_and_latest(SlaPolicy))).one())
+
 
 def apply_triage(
     ticket: Ticket,

@@ -536,3 +536,36 @@ def test_a_stored_rule_that_no_longer_reads_is_skipped_not_fatal(configured, cap
     assert ticket.tier.value == "first_line" and tags_of(ticket) == ["triaged"]
     assert "triage rule 'VIP customers' is skipped" in caplog.text
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+
+
+def test_rules_are_read_once_and_again_only_after_a_change_from_any_process(configured, monkeypatch):
+    from helpdesk.triage import engine
+
+    reads = []
+    real_load_rules = engine.load_rules
+    monkeypatch.setattr(engine, "load_rules", lambda: reads.append(1) or real_load_rules())
+    ingest(make_inbound(subject="First"))
+    ingest(make_inbound(subject="Second"))
+    assert len(reads) <= 1  # at most once: the fixture's own change may have been read already
+
+    # Another process (its own connection, plain SQL) disables the catch-all rule and then deletes another:
+    # each change is seen by the next message here.
+    with db.engine.begin() as other:
+        other.execute(sa.text("UPDATE triage_rule SET is_enabled = :off, updated_at = :now WHERE name = :name"),
+                      {"off": False, "now": dt.datetime.now(dt.UTC), "name": "Everyone is triaged"})
+    assert tags_of(ingest(make_inbound(subject="Third")).ticket) == []
+    with db.engine.begin() as other:
+        other.execute(sa.text("DELETE FROM triage_rule WHERE name = :name"), {"name": "Outages are urgent"})
+    outage = ingest(make_inbound(subject="The site is down")).ticket
+    assert outage.priority.value == "normal" and outage.group_id is None
+    assert rule_names() == ["VIP customers", "German to DACH", "Escalations", "Everyone is triaged"]
+
+
+def test_a_policy_changed_in_this_process_applies_to_the_next_message(configured):
+    ingest(make_inbound())
+    faster = {**POLICIES, "policies": [{**POLICIES["policies"][0], "calendar": ALWAYS_OPEN,
+                                        "targets": {"normal": {"first_response": 5}}},
+                                       POLICIES["policies"][1]]}
+    replace_policies(parse_policies(json.dumps(faster), filename="policies.json"))
+    ticket = ingest(make_inbound()).ticket
+    assert ticket.first_response_due_at == add_business_minutes(ticket.created_at, 5, PREMIUM_CALENDAR)
