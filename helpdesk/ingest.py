@@ -111,34 +111,44 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None) ->
         # One customer's messages are threaded one at a time (a row lock), so two texts arriving together
         # cannot both open a ticket. SQLite needs none: the writer's transaction holds the database lock.
         db.session.execute(sa.select(Customer.id).where(Customer.id == customer.id).with_for_update())
-    # Until the flush below, nothing read here depends on what is added here (a new customer, a ticket, its
-    # events): the reads need not flush first, and all of it goes to the database in that one flush.
+    # Until the message is written, nothing read here depends on what is added here (a new customer, a ticket,
+    # its events): the reads need not flush first, and all of it goes to the database in one flush.
     with db.session.no_autoflush:
         ticket, reason, is_new_ticket = _thread_into_ticket(inbound, customer, actor_label)
         html = sanitize_html(inbound.html) if inbound.html else None
         text = inbound.text or (html_to_text(html) if html else "")
-        message = Message(
-            ticket=ticket,
-            direction=Direction.INBOUND,
-            channel=inbound.channel,
-            dedupe_key=inbound.dedupe_key,
-            external_id=inbound.external_id,
-            author_customer=customer,
-            is_public=True,
-            is_automatic=inbound.is_automatic,
-            subject=inbound.subject,
-            text=text,
-            reply_text=inbound.reply_text,
-            html=html,
-            address=sender.value,
-            created_at=inbound.received_at or utcnow(),
-        )
-        message.attachments = [store_attachment(data) for data in inbound.attachments]
-        db.session.add(message)
+        values = {
+            "direction": Direction.INBOUND,
+            "channel": inbound.channel,
+            "dedupe_key": inbound.dedupe_key,
+            "external_id": inbound.external_id,
+            "is_public": True,
+            "is_automatic": inbound.is_automatic,
+            "subject": inbound.subject,
+            "text": text,
+            "reply_text": inbound.reply_text,
+            "html": html,
+            "address": sender.value,
+            "created_at": inbound.received_at or utcnow(),
+        }
         if not inbound.is_automatic:
             ticket.last_customer_message_at = utcnow()
         ticket.updated_at = utcnow()
-    db.session.flush()  # the unique dedupe key fails here, inside the transaction, if we lost a race
+        attachments = [store_attachment(data) for data in inbound.attachments]
+        if attachments:
+            message = Message(ticket=ticket, author_customer=customer, attachments=attachments, **values)
+            db.session.add(message)
+        else:
+            if ticket.id is None or customer.id is None:
+                db.session.flush()  # the new ticket (and customer) get their ids
+            # Inserted on its own, outside the unit of work: the commonest row by far, and the unique dedupe
+            # key fails here, inside the transaction, if we lost a race.
+            message = db.session.scalars(
+                sa.insert(Message).returning(Message),
+                [{**values, "ticket_id": ticket.id, "author_customer_id": customer.id}],
+            ).one()
+    if attachments:
+        db.session.flush()  # the unique dedupe key fails here, inside the transaction, if we lost a race
 
     record_event(
         ticket,
@@ -148,7 +158,7 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None) ->
         customer=customer,
         actor_label=actor_label,
     )
-    for attachment in message.attachments:
+    for attachment in attachments:
         if attachment.refused_reason:
             record_event(ticket, "attachment.refused", {"filename": attachment.filename, "size": attachment.size},
                          reason=attachment.refused_reason, actor_label="system")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -103,13 +104,18 @@ _CONFIG_CACHE_KEY = "helpdesk.triage_config"
 
 
 def _config_stamp() -> tuple:
+    return tuple(db.session.execute(_config_stamp_query()).one())
+
+
+@functools.cache
+def _config_stamp_query() -> sa.Select:
     # Every change stamps updated_at (an insert too) and a delete changes the count: together they change
-    # whenever the stored rules or policies do.
+    # whenever the stored rules or policies do. Built once: building it cost more than running it.
     def count_and_latest(model):
         return (sa.select(sa.func.count()).select_from(model).scalar_subquery(),
                 sa.select(sa.func.max(model.updated_at)).scalar_subquery())
 
-    return tuple(db.session.execute(sa.select(*count_and_latest(TriageRule), *count_and_latest(SlaPolicy))).one())
+    return sa.select(*count_and_latest(TriageRule), *count_and_latest(SlaPolicy))
 
 
 def apply_triage(
