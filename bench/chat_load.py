@@ -46,12 +46,13 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from typing import Self
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from bench.databases import throwaway_database
 
 TARGET_AGENT_P99_MS = 250.0
 TARGET_RATIO = 3.0
@@ -345,26 +346,6 @@ def process_memory(*pids: int) -> dict[str, int]:
 def process_cpu_seconds(pid: int) -> float:
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def throwaway_database(server_url: str | None, folder: pathlib.Path):
-    """Yield the URL of a new, empty database (SQLite file, or one on the PostgreSQL server); drop it after."""
-    if not server_url:
-        yield f"sqlite:///{folder / f'bench-{uuid.uuid4().hex[:8]}.sqlite3'}"
-        return
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin_url = "postgresql://" + server_url.split("://", 1)[1]
-    name = f"helpdesk_bench_chat_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def base_env() -> dict[str, str]:

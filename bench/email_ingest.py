@@ -21,7 +21,6 @@ temporary SQLite file is used. The ratio ours/floor (rates) is what to compare a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import email
 import os
 import pathlib
@@ -32,12 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from email import policy
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from bench.databases import libpq_url, throwaway_database
 
 TARGET_RATIO = 0.5
 
@@ -84,43 +84,7 @@ def _dbapi_connect(database_url: str):
         return connection, "?"
     import psycopg
 
-    return psycopg.connect(_libpq_url(database_url)), "%s"
-
-
-def _libpq_url(url: str) -> str:
-    for prefix in ("postgresql+psycopg://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url.removeprefix(prefix)
-    return url
-
-
-# --- databases -------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def throwaway_database(server_url: str | None, folder: pathlib.Path):
-    """Yield the URL of a new, empty database; drop it afterwards."""
-    if not server_url:
-        path = folder / f"bench-{uuid.uuid4().hex[:8]}.sqlite3"
-        try:
-            yield f"sqlite:///{path}"
-        finally:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(f"{path}{suffix}")
-        return
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin_url = _libpq_url(server_url)
-    name = f"helpdesk_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        # The same server, user and password; only the database differs.
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return psycopg.connect(libpq_url(database_url)), "%s"
 
 
 def app_env(database_url: str, instance: pathlib.Path, imap_url: str | None = None,

@@ -19,7 +19,6 @@ milliseconds per message for both and ours/floor; the machine is shared, so comp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import pathlib
 import random
@@ -32,6 +31,8 @@ import uuid
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from bench.databases import throwaway_database
 
 WARMUP = 50
 
@@ -113,25 +114,6 @@ rules:
 """)
 
 
-@contextlib.contextmanager
-def fresh_database(server_url: str | None, folder: pathlib.Path, label: str):
-    if not server_url:
-        yield f"sqlite:///{folder / f'{label}.sqlite3'}"
-        return
-    import sqlalchemy as sa
-
-    name = f"helpdesk_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
 def run_floor(app, messages) -> float:
     import sqlalchemy as sa
 
@@ -195,7 +177,7 @@ def main(argv=None) -> None:
         ratios = []
         print(f"{'round':>5}  {'database':<10} {'floor ms':>9} {'ours ms':>9}  ratio   (per message, {timed} timed)")
         for round_number in range(1, args.rounds + 1):
-            with fresh_database(args.database_url, folder, f"r{round_number}") as database_url:
+            with throwaway_database(args.database_url, folder) as database_url:
                 app = configure(database_url, folder / f"instance-{round_number}")
                 floor_s = run_floor(app, messages)
                 ours_s = run_ours(app, messages)
@@ -213,7 +195,7 @@ def main(argv=None) -> None:
             import cProfile
             import pstats
 
-            with fresh_database(args.database_url, folder, "profile") as database_url:
+            with throwaway_database(args.database_url, folder) as database_url:
                 app = configure(database_url, folder / "instance-profile")
                 profiler = cProfile.Profile()
                 run_ours(app, messages, profiler)

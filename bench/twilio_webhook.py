@@ -42,6 +42,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.databases import throwaway_database
+
 TARGET_RATIO = 0.40
 SMS_PATH = "/channels/twilio/sms"
 GUNICORN_SETTINGS = ["-w", "1", "--threads", "100"]
@@ -133,33 +135,6 @@ def load_main(args) -> None:
 
 
 # --- servers and databases -------------------------------------------------------------------------------
-
-def _libpq_url(url: str) -> str:
-    for prefix in ("postgresql+psycopg://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url.removeprefix(prefix)
-    return url
-
-
-@contextlib.contextmanager
-def throwaway_database(server_url: str | None, folder: pathlib.Path):
-    """Yield the URL of a new, empty database: an SQLite file, or a database created on `server_url`."""
-    if not server_url:
-        yield f"sqlite:///{folder / f'bench-{uuid.uuid4().hex[:8]}.sqlite3'}"
-        return
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin_url = _libpq_url(server_url)
-    name = f"helpdesk_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
 
 def count_rows(database_url: str, sql: str) -> int:
     import sqlalchemy as sa
