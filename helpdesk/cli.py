@@ -88,17 +88,21 @@ def ingest_email_command(source):
 
 @helpdesk_cli.command("requeue-quarantined")
 def requeue_quarantined_command():
-    """Try every quarantined email again; fixed ones leave the quarantine."""
+    """Try every quarantined message again (emails and texts); fixed ones leave the quarantine."""
     from channels.email.parse import parse_email
     from helpdesk.ingest import ingest
     from helpdesk.models import QuarantinedMessage
     from helpdesk.quarantine import mark_resolved, record_failed_retry, unresolved_quarantine
+    from helpdesk.sms import TWILIO_QUARANTINE_SOURCE, store_kept_webhook
 
     fixed = failed = 0
     for row in unresolved_quarantine():
         row_id = row.id
         try:
-            ingest(parse_email(row.raw))
+            if row.source == TWILIO_QUARANTINE_SOURCE:
+                store_kept_webhook(row.raw)
+            else:
+                ingest(parse_email(row.raw))
         except Exception as error:  # still broken: count another attempt and keep it
             record_failed_retry(db.session.get(QuarantinedMessage, row_id), error)
             failed += 1

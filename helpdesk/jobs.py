@@ -10,7 +10,7 @@ import logging
 from flask import current_app
 
 from helpdesk.outbound import deliver_due
-from helpdesk.sms import retry_media_downloads
+from helpdesk.sms import ingest_queued_texts, retry_media_downloads
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,11 @@ def sweep_sla() -> int:
     return sweep() if sweep else 0
 
 
+def ingest_texts() -> int:
+    """Ingest the texts whose webhooks were kept and answered but not yet read; return how many."""
+    return ingest_queued_texts()
+
+
 def retry_media() -> int:
     """Download again the texts' media files whose earlier download failed and is due; return how many."""
     return retry_media_downloads()
@@ -43,6 +48,7 @@ JOBS = {
     "poll_mailboxes": poll_mailboxes,
     "sweep_sla": sweep_sla,
     "retry_media": retry_media,
+    "ingest_texts": ingest_texts,
 }
 
 #: Periodic jobs and their interval in seconds (Celery beat, or the in-process scheduler).
@@ -51,4 +57,6 @@ PERIODIC = {
     "poll_mailboxes": 30.0,
     "sweep_sla": 60.0,
     "retry_media": 60.0,
+    # Each webhook starts it at once; this picks up what a worker that died left behind.
+    "ingest_texts": 30.0,
 }

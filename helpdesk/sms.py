@@ -1,7 +1,9 @@
 """SMS and WhatsApp on the helpdesk side: what the webhooks do, media retries, and the checks on texts.
 
     create_twilio_blueprint()                      # the signed webhooks, CSRF-exempt and rate-limited
-    receive_text(inbound)                          # ingest, then STOP/START and media notes
+    keep_received_text(received)                   # the webhook: the form stored as posted, ingest started
+    ingest_queued_texts()                          # the job: each kept form read, its media fetched, ingested
+    store_text(inbound)                            # ingest, then STOP/START and media notes
     retry_media_downloads()                        # the job: media that failed is fetched again, with backoff
     record_status_report(report)                   # queued -> sent -> delivered, never backwards
     text_reply_refusal(channel, address, text)     # -> None, or why a reply cannot go out
@@ -16,6 +18,13 @@ died after Twilio accepted it: the outbox item becomes sent, the SID is recorded
 What is left: a worker that dies after Twilio accepted a text, with no status report reaching us within the
 outbox lease (5 minutes; say the public URL is unreachable). The lease then lapses and the text is sent again.
 
+Inbound texts are kept before they are read. The webhook checks the signature, commits the form as Twilio
+posted it (an InboundQueueItem, unique by MessageSid) and answers; the ingest_texts job, started at once, reads
+it, fetches its media and ingests it, and deletes the rows of each batch it handled. So Twilio's
+answer never waits on ingest, triage or a media download, and a burst of texts is absorbed at the cost of one
+insert each. A worker that dies mid-way lets its rows go when their lease ends; a redelivery finds the stored
+message and is dropped.
+
 Opt-out is per phone number, so STOP on SMS or WhatsApp stops replies on both (Twilio enforces it for SMS).
 """
 
@@ -28,14 +37,17 @@ import time
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app
+from sqlalchemy.exc import IntegrityError
 
 from channels.messages import Attachment as AttachmentData
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind
 from channels.sms.segments import MAX_CHARACTERS, MAX_SEGMENTS, count_segments, sms_body
 from channels.sms.twilio import (
+    InvalidWebhook,
     Keyword,
     MediaItem,
     MediaProblem,
+    ReceivedWebhook,
     StatusReport,
     TwilioInbound,
     WebhookHooks,
@@ -43,13 +55,23 @@ from channels.sms.twilio import (
     fetch_media,
     is_allowed_media_type,
     media_account_sid,
+    read_webhook,
 )
 from helpdesk.attachments import store_attachment
 from helpdesk.customers import find_identity
 from helpdesk.database import begin_write
 from helpdesk.extensions import csrf, db, limiter
 from helpdesk.ingest import IngestResult, find_message_by_dedupe_key, ingest
-from helpdesk.models import Attachment, Direction, Message, OutboxItem, OutboxState, Ticket, TicketEvent
+from helpdesk.models import (
+    Attachment,
+    Direction,
+    InboundQueueItem,
+    Message,
+    OutboxItem,
+    OutboxState,
+    Ticket,
+    TicketEvent,
+)
 from helpdesk.models.base import utcnow
 from helpdesk.quarantine import quarantine
 from helpdesk.realtime import publish_after_commit
@@ -81,10 +103,9 @@ def create_twilio_blueprint() -> Blueprint:
     """Build Twilio's webhook blueprint wired to this app; signed requests need no CSRF token."""
     bp = create_webhook_blueprint(WebhookHooks(
         settings_for=settings_for_account,
-        on_message=receive_text,
+        on_received=keep_received_text,
         on_status=record_status_report,
         on_unreadable=keep_unreadable_webhook,
-        is_known=is_stored_text,
     ))
     csrf.exempt(bp)
     install_account_hooks()
@@ -94,6 +115,145 @@ def create_twilio_blueprint() -> Blueprint:
 
 
 # --- inbound -----------------------------------------------------------------------------------------
+
+
+#: A worker holds the texts it took this long; if it dies, another takes them over afterwards.
+INBOUND_LEASE = dt.timedelta(minutes=5)
+#: Texts a worker claims at a time (each is then stored in a transaction of its own).
+INBOUND_BATCH = 50
+TWILIO_SOURCE = "twilio"
+#: The quarantine's source of a text that could not be stored; requeue-quarantined reads it as a Twilio form.
+TWILIO_QUARANTINE_SOURCE = "twilio webhook"
+
+
+def keep_received_text(received: ReceivedWebhook) -> None:
+    """Commit a signed inbound webhook as posted, then start the job that ingests it (the webhook's hook)."""
+    from helpdesk.tasks import enqueue  # the jobs import this module
+
+    # A POST's transaction is already a writer's (see database.py); nothing was written in it yet.
+    begin_write()
+    try:
+        db.session.execute(_KEEP_TEXT, {"dedupe_key": received.dedupe_key, "source": TWILIO_SOURCE,
+                                        "payload": received.raw, "received_at": utcnow(), "attempts": 0})
+        db.session.commit()
+    except IntegrityError:
+        # Twilio delivered it again while the first copy waits to be ingested: that one will do.
+        db.session.rollback()
+    enqueue("ingest_texts")
+
+
+#: Built once: the webhook's one statement.
+_KEEP_TEXT = sa.insert(InboundQueueItem)
+
+
+def ingest_queued_texts(limit: int | None = None) -> int:
+    """Ingest every kept inbound webhook, oldest first, batch by batch; return how many were handled."""
+    handled = 0
+    while limit is None or handled < limit:
+        batch = _claim_queued_texts(INBOUND_BATCH if limit is None else min(INBOUND_BATCH, limit - handled))
+        if not batch:
+            break
+        done = []
+        try:
+            for item_id, payload, received_at in batch:
+                ingest_webhook_payload(payload, received_at=received_at)
+                done.append(item_id)
+        finally:
+            # Once per batch: a text stored (or quarantined) whose row outlives a crash is claimed again when
+            # its lease ends, found stored, and dropped.
+            _forget_queue_items(done)
+        handled += len(batch)
+    return handled
+
+
+@dataclasses.dataclass(frozen=True)
+class TextsWaiting:
+    count: int
+    oldest_received_at: dt.datetime | None
+
+    @property
+    def is_stalled(self) -> bool:
+        """Texts wait longer than the ingest job's lease: no worker is storing them."""
+        return self.oldest_received_at is not None and utcnow() - self.oldest_received_at > INBOUND_LEASE
+
+
+def texts_waiting() -> TextsWaiting:
+    """How many kept texts wait to be stored, and since when: for admins, when the ingest job falls behind."""
+    count, oldest = db.session.execute(
+        sa.select(sa.func.count(), sa.func.min(InboundQueueItem.received_at))
+        .where(InboundQueueItem.source == TWILIO_SOURCE)
+    ).one()
+    return TextsWaiting(count, oldest)
+
+
+def _claim_queued_texts(limit: int) -> list[tuple[int, bytes, dt.datetime]]:
+    now = utcnow()
+    free = sa.or_(InboundQueueItem.claimed_until.is_(None), InboundQueueItem.claimed_until < now)
+    db.session.rollback()
+    begin_write()
+    rows = db.session.execute(
+        sa.select(InboundQueueItem.id, InboundQueueItem.payload, InboundQueueItem.received_at)
+        .where(InboundQueueItem.source == TWILIO_SOURCE, free)
+        .order_by(InboundQueueItem.id)
+        .limit(limit)
+        # Two workers never take the same text (PostgreSQL); SQLite serializes writers anyway.
+        .with_for_update(skip_locked=True)
+    ).all()
+    if rows:
+        db.session.execute(
+            sa.update(InboundQueueItem)
+            .where(InboundQueueItem.id.in_([row.id for row in rows]))
+            .values(claimed_until=now + INBOUND_LEASE, attempts=InboundQueueItem.attempts + 1)
+        )
+    db.session.commit()
+    return [(row.id, row.payload, row.received_at) for row in rows]
+
+
+def _forget_queue_items(item_ids: list[int]) -> None:
+    if not item_ids:
+        return
+    db.session.rollback()
+    begin_write()
+    db.session.execute(sa.delete(InboundQueueItem).where(InboundQueueItem.id.in_(item_ids)))
+    db.session.commit()
+
+
+def ingest_webhook_payload(payload: bytes, *, received_at: dt.datetime | None = None) -> IngestResult | None:
+    """Read a kept inbound webhook, fetch its media and store it; None if it was quarantined instead.
+
+    A form that makes no message is quarantined; so is one whose message fails to store.
+    """
+    try:
+        return store_kept_webhook(payload, received_at=received_at)
+    except InvalidWebhook as error:
+        keep_unreadable_webhook(payload, str(error))
+    except Exception as error:  # noqa: BLE001 - kept for an admin; nothing is lost
+        quarantine(_channel_of(payload), TWILIO_QUARANTINE_SOURCE, payload, error)
+    return None
+
+
+def store_kept_webhook(payload: bytes, *, received_at: dt.datetime | None = None) -> IngestResult:
+    """Read a kept inbound webhook, fetch its media and store it; raise what went wrong (InvalidWebhook...)."""
+    inbound, media = read_webhook(payload)
+    if received_at is not None:
+        inbound = dataclasses.replace(inbound, message=dataclasses.replace(inbound.message, received_at=received_at))
+    if media and not is_stored_text(inbound.message.dedupe_key):
+        inbound = _with_media(inbound, media)
+    return store_text(inbound)
+
+
+def _with_media(inbound: TwilioInbound, media: list[MediaItem]) -> TwilioInbound:
+    settings = settings_for_account(inbound.account_sid)
+    db.session.rollback()  # no transaction held during the download
+    if settings is None:
+        # The account was disabled or removed since the webhook came: keep the text, retry the files later.
+        reason = f"no enabled Twilio account {inbound.account_sid or '(none)'} to fetch it with"
+        problems = tuple(MediaProblem(item.index, item.url, item.content_type, reason, is_temporary=True)
+                         for item in media)
+        return dataclasses.replace(inbound, media_problems=problems)
+    attachments, problems = fetch_media(settings, media)
+    return dataclasses.replace(inbound, media_problems=problems,
+                               message=dataclasses.replace(inbound.message, attachments=attachments))
 
 
 def is_stored_text(dedupe_key: str) -> bool:
@@ -106,17 +266,16 @@ def is_stored_text(dedupe_key: str) -> bool:
 
 def keep_unreadable_webhook(raw: bytes, reason: str) -> None:
     """Quarantine a signed webhook that makes no message (a short-code sender, no MessageSid)."""
-    channel = ChannelName.WHATSAPP if b"whatsapp%3A" in raw else ChannelName.SMS
-    quarantine(channel, "twilio webhook", raw, reason)
+    quarantine(_channel_of(raw), TWILIO_QUARANTINE_SOURCE, raw, reason)
 
 
-def receive_text(inbound: TwilioInbound) -> IngestResult | None:
+def _channel_of(raw: bytes) -> ChannelName:
+    return ChannelName.WHATSAPP if b"whatsapp%3A" in raw else ChannelName.SMS
+
+
+def store_text(inbound: TwilioInbound) -> IngestResult:
     """Store an inbound text, then apply its STOP/START keyword and note media that was not fetched."""
-    try:
-        result = ingest(inbound.message)
-    except Exception as error:  # noqa: BLE001 - kept for an admin; Twilio still gets its 200, nothing is lost
-        quarantine(inbound.message.channel, "twilio webhook", inbound.raw, error)
-        return None
+    result = ingest(inbound.message)
     if inbound.keyword not in _KEYWORD_EVENTS and not (inbound.media_problems and not result.is_duplicate):
         return result  # the usual text: reading the ids below would load both rows again after the commit
     message_id, ticket_id = result.message.id, result.ticket.id

@@ -64,10 +64,34 @@ def enqueue(name: str) -> None:
     elif mode == "inline":
         JOBS[name]()
     else:
-        app = current_app._get_current_object()
-        # Not a daemon thread: a process that exits (`fetch-mail --once`, a stopping server) first finishes the
-        # job it started, rather than cutting a delivery off between sending and recording it.
-        threading.Thread(target=_run_in_context, args=(app, name), name=f"job-{name}").start()
+        _run_in_thread(current_app._get_current_object(), name)
+
+
+def _run_in_thread(app: Flask, name: str) -> None:
+    """Run job `name` in a thread of this process, or, if one is running it, have that thread run it again.
+
+    Every run handles all the work that is due, so calls that come while a run goes on (a webhook each) need
+    one more run after it, not a thread each.
+    """
+    runs, lock = app.extensions.setdefault("helpdesk.job_threads", ({}, threading.Lock()))
+    with lock:
+        if name in runs:
+            runs[name] = True  # ask the running thread for one more run
+            return
+        runs[name] = False
+    # Not a daemon thread: a process that exits (`fetch-mail --once`, a stopping server) first finishes the
+    # job it started, rather than cutting a delivery off between sending and recording it.
+    threading.Thread(target=_run_until_settled, args=(app, name, runs, lock), name=f"job-{name}").start()
+
+
+def _run_until_settled(app: Flask, name: str, runs: dict[str, bool], lock: threading.Lock) -> None:
+    while True:
+        _run_in_context(app, name)  # logs a failing run rather than raising
+        with lock:
+            if not runs[name]:
+                del runs[name]
+                return
+            runs[name] = False
 
 
 def _run_in_context(app: Flask, name: str) -> None:

@@ -80,3 +80,24 @@ def login_session(base_url: str, email: str, password: str, user_agent: str = "h
                             allow_redirects=False, timeout=10)
     assert response.status_code == 302, response.text
     return session
+
+
+def wait_for_text(external_id: str, timeout: float = 10.0):
+    """Return the message a served helpdesk stored for Twilio's `external_id`, waiting for its ingest job.
+
+    A served helpdesk answers a text's webhook once the form is kept, and stores the message just after.
+    """
+    import sqlalchemy as sa
+
+    from helpdesk.extensions import db
+    from helpdesk.models import Message
+
+    deadline = time.monotonic() + timeout
+    while True:
+        db.session.rollback()  # see what the server committed
+        message = db.session.scalars(sa.select(Message).where(Message.external_id == external_id)).one_or_none()
+        if message is not None:
+            return message
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server stored no message for {external_id} within {timeout} s")
+        time.sleep(0.02)

@@ -7,6 +7,8 @@
     TwilioAccountChannel(ChannelName.SMS, settings_for, fallback)  # the account looked up at each send
 
 The webhooks never touch the database: the app factory hands the blueprint its callables (`WebhookHooks`).
+An inbound message's webhook only checks the signature and hands the form over to be kept (`on_received`); the
+app reads it with read_webhook() and fetches its media after Twilio has its answer.
 """
 
 from __future__ import annotations
@@ -449,13 +451,33 @@ def media_filename(index: int, content_type: str) -> str:
     return f"media-{index + 1}{extension}"
 
 
-def parse_inbound(form: Mapping[str, str]) -> tuple[TwilioInbound, list[MediaItem]]:
-    """Normalize Twilio's inbound form; return the message (no media yet) and the media to fetch."""
+def _sid_and_channel(form: Mapping[str, str]) -> tuple[str, ChannelName]:
     sid = (form.get("MessageSid") or form.get("SmsMessageSid") or form.get("SmsSid") or "").strip()
     if not sid:
         raise InvalidWebhook("no MessageSid")
     raw_from = (form.get("From") or "").strip()
-    channel = ChannelName.WHATSAPP if raw_from.startswith(WHATSAPP_PREFIX) else ChannelName.SMS
+    return sid, ChannelName.WHATSAPP if raw_from.startswith(WHATSAPP_PREFIX) else ChannelName.SMS
+
+
+def inbound_dedupe_key(form: Mapping[str, str]) -> str:
+    """Return the dedupe key parse_inbound() gives this form's message, without reading the rest of it."""
+    sid, channel = _sid_and_channel(form)
+    return f"{channel}:{sid}"
+
+
+def read_webhook(raw: bytes) -> tuple[TwilioInbound, list[MediaItem]]:
+    """Read an inbound webhook kept as ReceivedWebhook.raw, as parse_inbound() reads the posted form."""
+    form: dict[str, str] = {}
+    for name, value in urllib.parse.parse_qsl(raw.decode("ascii", errors="replace"), keep_blank_values=True):
+        form.setdefault(name, value)  # the first value of a repeated name, as request.form.get() reads it
+    inbound, media = parse_inbound(form)
+    return dataclasses.replace(inbound, raw=raw), media
+
+
+def parse_inbound(form: Mapping[str, str]) -> tuple[TwilioInbound, list[MediaItem]]:
+    """Normalize Twilio's inbound form; return the message (no media yet) and the media to fetch."""
+    sid, channel = _sid_and_channel(form)
+    raw_from = (form.get("From") or "").strip()
     try:
         phone = normalize_phone(raw_from)
     except InvalidIdentity as error:
@@ -511,7 +533,7 @@ def _fetch_one(http: BaseUrlHttpClient, settings: TwilioSettings, item: MediaIte
     if item.content_type and not is_allowed_media_type(item.content_type):
         raise MediaError(f"type {item.content_type} is not accepted")
     if time.monotonic() > deadline:
-        raise MediaError("not fetched: the time for this webhook ran out", is_temporary=True)
+        raise MediaError("not fetched: the time for this message's media ran out", is_temporary=True)
     content_type, content = http.download(item.url, (settings.account_sid, settings.auth_token),
                                           max_bytes=settings.media_max_bytes, deadline=deadline)
     content_type = content_type or _bare_type(item.content_type) or "application/octet-stream"
@@ -538,17 +560,26 @@ def parse_status(form: Mapping[str, str], ref: str | None) -> StatusReport | Non
 
 
 @dataclasses.dataclass(frozen=True)
+class ReceivedWebhook:
+    """A correctly signed inbound-message webhook, as Twilio posted it, for the app to keep before it answers."""
+
+    #: The message's dedupe key, as parse_inbound() makes it ("sms:SM…", "whatsapp:SM…").
+    dedupe_key: str
+    #: The form, url-encoded; read_webhook() makes the message of it.
+    raw: bytes
+
+
+@dataclasses.dataclass(frozen=True)
 class WebhookHooks:
     """What the app hands the webhook blueprint; each returns once its work is committed."""
 
     #: The account's settings by AccountSid; None refuses the request (403).
     settings_for: Callable[[str], TwilioSettings | None]
-    on_message: Callable[[TwilioInbound], object]
+    #: A signed inbound message: stored as it came, to be read with read_webhook() after the 200.
+    on_received: Callable[[ReceivedWebhook], object]
     on_status: Callable[[StatusReport], object]
-    #: A correctly signed request we cannot read (no sender number): the raw form and why, kept for an admin.
+    #: A correctly signed request we cannot read (no MessageSid): the raw form and why, kept for an admin.
     on_unreadable: Callable[[bytes, str], object]
-    #: Whether a dedupe key is already stored, so a redelivered message does not fetch its media again.
-    is_known: Callable[[str], bool] = lambda dedupe_key: False
 
 
 def called_url(public_url: str) -> str:
@@ -595,20 +626,15 @@ def create_webhook_blueprint(hooks: WebhookHooks, name: str = "twilio") -> Bluep
     bp = Blueprint(name, __name__)
 
     def receive_message():
-        """Store an inbound SMS, MMS or WhatsApp message, then answer with empty TwiML."""
-        settings = verified_settings(hooks)
+        """Keep a signed inbound SMS, MMS or WhatsApp message as it came, then answer with empty TwiML."""
+        verified_settings(hooks)
         raw = urllib.parse.urlencode(list(request.form.items(multi=True))).encode()
         try:
-            inbound, media = parse_inbound(request.form)
+            dedupe_key = inbound_dedupe_key(request.form)
         except InvalidWebhook as error:
             hooks.on_unreadable(raw, str(error))
             return empty_twiml()
-        inbound = dataclasses.replace(inbound, raw=raw)
-        if media and not hooks.is_known(inbound.message.dedupe_key):
-            attachments, problems = fetch_media(settings, media)
-            inbound = dataclasses.replace(inbound, media_problems=problems,
-                                          message=dataclasses.replace(inbound.message, attachments=attachments))
-        hooks.on_message(inbound)
+        hooks.on_received(ReceivedWebhook(dedupe_key, raw))
         return empty_twiml()
 
     def receive_status():

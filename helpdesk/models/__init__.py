@@ -3,6 +3,7 @@
 from helpdesk.models.base import Base
 from helpdesk.models.channels import (
     ChannelAccount,
+    InboundQueueItem,
     MailboxCursor,
     OutboxItem,
     OutboxState,
@@ -40,6 +41,7 @@ __all__ = [
     "CustomerIdentity",
     "Direction",
     "Group",
+    "InboundQueueItem",
     "MailboxCursor",
     "Message",
     "MessageTemplate",

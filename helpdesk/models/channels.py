@@ -1,4 +1,4 @@
-"""Channel accounts, the outbox, and messages kept aside because they could not be ingested."""
+"""Channel accounts, the outbox, webhooks waiting for ingest, and messages kept aside because they could not be ingested."""
 
 from __future__ import annotations
 
@@ -76,6 +76,28 @@ class OutboxItem(Base):
     claimed_at: so.Mapped[dt.datetime | None]
     last_error: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
     created_at: so.Mapped[dt.datetime] = so.mapped_column(default=utcnow)
+
+
+class InboundQueueItem(Base):
+    """A signed webhook stored as it came, committed before the sender gets its 200; ingested soon after.
+
+    The webhook answers as soon as this row is committed, so a burst of texts or a slow media download never
+    keeps the sender waiting (Twilio gives up after 15 seconds and delivers again). A job ingests the rows in
+    the order they came and deletes each in the transaction that stores its message.
+    """
+
+    __tablename__ = "inbound_queue_item"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    #: The message's dedupe key: a redelivery while the first copy waits here adds no second row.
+    dedupe_key: so.Mapped[str] = so.mapped_column(sa.String(300), unique=True)
+    #: What reads `payload`: "twilio" (the url-encoded form, as Twilio posted it).
+    source: so.Mapped[str] = so.mapped_column(sa.String(40))
+    payload: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
+    received_at: so.Mapped[dt.datetime] = so.mapped_column(default=utcnow)
+    #: Taken by a worker until then; a worker that died lets it go when the lease ends.
+    claimed_until: so.Mapped[dt.datetime | None] = so.mapped_column(index=True)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
 
 
 class QuarantinedMessage(Base):

@@ -14,6 +14,7 @@ from channels.sms.twilio import SMS_PATH, STATUS_PATH, WHATSAPP_PATH, NoSendingA
 from helpdesk.auth import role_required
 from helpdesk.extensions import db
 from helpdesk.models import ChannelAccount, Role
+from helpdesk.sms import texts_waiting
 from helpdesk.twilio_accounts import (
     TwilioAccountInput,
     TwilioAccountInvalid,
@@ -79,7 +80,8 @@ def twilio_accounts():
     webhooks = {"SMS": public_url + SMS_PATH, "WhatsApp": public_url + WHATSAPP_PATH,
                 "Delivery status": public_url + STATUS_PATH}
     return render_template("admin/twilio_accounts.html", accounts=accounts, senders=summarize_senders(accounts),
-                           environment=environment_settings(current_app.config), webhooks=webhooks)
+                           environment=environment_settings(current_app.config), webhooks=webhooks,
+                           waiting=texts_waiting())
 
 
 @bp.route("/twilio/new", methods=["GET", "POST"])

@@ -21,7 +21,7 @@ from tests.admin_forms import form_with
 from tests.conftest import TEST_PASSWORD
 from tests.factories import make_agent, make_inbound
 from tests.fakes.twilio_emulator import new_sid, running_twilio_emulator, twilio_signature
-from tests.servers import free_port, login_session, running_server
+from tests.servers import free_port, login_session, running_server, wait_for_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("forget_kept_twilio_accounts")]
 
@@ -351,8 +351,7 @@ def test_a_running_server_uses_the_account_saved_in_its_admin_pages_at_once(serv
     assert response.status_code == 302, response.text
     assert twilio.post_webhook(base_url + SMS_PATH, text).status_code == 200
 
-    db.session.rollback()
-    inbound = db.session.scalars(sa.select(Message).where(Message.external_id == text["MessageSid"])).one()
+    inbound = wait_for_text(text["MessageSid"])
     ticket_url = f"{base_url}/tickets/{inbound.ticket.number}"
     twilio.auto_report = ("sent", "delivered")
     admin.post(f"{ticket_url}/reply", data={"text": "It ships today.", "csrf_token": csrf_token(admin, ticket_url)},

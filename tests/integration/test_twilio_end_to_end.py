@@ -15,7 +15,7 @@ from helpdesk.models import Message, OutboxItem, OutboxState
 from helpdesk.outbound import deliver_due, reply
 from tests.factories import make_agent
 from tests.fakes.twilio_emulator import new_sid, running_twilio_emulator
-from tests.servers import free_port, running_server
+from tests.servers import free_port, running_server, wait_for_text
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +53,7 @@ def text_in(base_url, twilio, body, sender="+46701234567") -> Message:
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/xml")
     assert response.text.endswith("<Response />")
-    db.session.rollback()  # see what the server committed
-    return db.session.scalars(sa.select(Message).where(Message.dedupe_key == f"sms:{form['MessageSid']}")).one()
+    return wait_for_text(form["MessageSid"])
 
 
 def test_a_text_becomes_a_ticket_whose_reply_is_sent_and_reported_delivered(served, registry):
