@@ -20,7 +20,6 @@ import logging
 import secrets
 import threading
 import time
-import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +43,6 @@ from channels.chat.uploads import INLINE_TYPES, allowed_extensions
 from channels.messages import Attachment as AttachmentData
 from channels.messages import (
     ChannelName,
-    DeliveryStatus,
     IdentityKind,
     InboundMessage,
     SenderIdentity,
@@ -63,13 +61,12 @@ from helpdesk.models import (
     CustomerIdentity,
     Direction,
     Message,
-    OutboxItem,
     Ticket,
     TicketEvent,
     TicketStatus,
 )
 from helpdesk.models.base import utcnow
-from helpdesk.outbound import send_acknowledgement
+from helpdesk.outbound import queue_automatic_message, send_acknowledgement, support_domain
 from helpdesk.realtime import AGENT_NAMESPACE, agent_origins, publish_after_commit, ticket_room
 from helpdesk.tasks import enqueue
 from helpdesk.tickets import record_event
@@ -406,10 +403,6 @@ def any_agent_online() -> bool:
 # No agent online: the conversation goes on by email ----------------------------------------------------------
 
 
-def _support_domain() -> str:
-    return current_app.config["HELPDESK_SUPPORT_ADDRESS"].rpartition("@")[2] or "helpdesk.localhost"
-
-
 def _offline_subject(text: str) -> str:
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if len(first_line) > 60:
@@ -438,7 +431,7 @@ def leave_offline_message(visitor_id: str, client_id: str, contact: ContactDetai
         channel=ChannelName.EMAIL,
         sender=SenderIdentity(IdentityKind.EMAIL, contact.email, contact.name),
         dedupe_key=dedupe_key,
-        external_id=f"<chat.{digest}@{_support_domain()}>",
+        external_id=f"<chat.{digest}@{support_domain()}>",
         text=text,
         subject=_offline_subject(text),
         thread=ThreadHints(reply_to_external_ids=(earlier,) if earlier else ()),
@@ -527,23 +520,9 @@ def send_transcript(visitor_id: str, contact: ContactDetails | None) -> str:
         )
         for message in messages
     ]
-    external_id = f"<helpdesk.{uuid.uuid4().hex}@{_support_domain()}>"
-    message = Message(
-        ticket=ticket,
-        direction=Direction.OUTBOUND,
-        channel=ChannelName.EMAIL,
-        is_public=True,
-        is_automatic=True,
-        subject="Transcript of your chat",
-        text=format_transcript(lines, ticket_number=ticket.number, team="our support team"),
-        address=address,
-        external_id=external_id,
-        dedupe_key=f"out:{external_id}",
-        delivery_status=DeliveryStatus.PENDING,
-    )
-    db.session.add(message)
-    db.session.flush()
-    db.session.add(OutboxItem(message_id=message.id))
+    message = queue_automatic_message(
+        ticket, ChannelName.EMAIL, address, "Transcript of your chat",
+        format_transcript(lines, ticket_number=ticket.number, team="our support team"))
     record_event(ticket, "chat.transcript_sent", {"message_id": message.id, "address": address},
                  reason="the visitor asked for the transcript", actor_label="visitor")
     publish_after_commit(db.session(), "message.created",

@@ -64,9 +64,13 @@ def _new_external_id(channel: ChannelName) -> str:
     token = uuid.uuid4().hex
     if channel is ChannelName.EMAIL:
         # Recognizable as ours when it comes back in In-Reply-To or References.
-        domain = current_app.config["HELPDESK_SUPPORT_ADDRESS"].rpartition("@")[2] or "helpdesk.localhost"
-        return f"<helpdesk.{token}@{domain}>"
+        return f"<helpdesk.{token}@{support_domain()}>"
     return f"helpdesk-{token}"
+
+
+def support_domain() -> str:
+    """The domain of the support address, which our Message-IDs carry."""
+    return current_app.config["HELPDESK_SUPPORT_ADDRESS"].rpartition("@")[2] or "helpdesk.localhost"
 
 
 def has_our_message_id_shape(external_id: str | None) -> bool:
@@ -309,16 +313,24 @@ def queue_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
     with db.session.no_autoflush:
         # The admins' template for the ticket's language (or their default), else the built-in text.
         subject, text = render_acknowledgement(ticket)
-    external_id = _new_external_id(inbound.channel)
+    message = queue_automatic_message(ticket, inbound.channel, inbound.address, subject, text)
+    record_event(ticket, "acknowledgement.sent", {"message_id": message.id, "address": inbound.address})
+    return message
+
+
+def queue_automatic_message(ticket: Ticket, channel: ChannelName, address: str, subject: str | None,
+                            text: str) -> Message:
+    """Add a message the helpdesk sends by itself (no agent wrote it) to `ticket`, with its outbox item."""
+    external_id = _new_external_id(channel)
     message = Message(
         ticket=ticket,
         direction=Direction.OUTBOUND,
-        channel=inbound.channel,
+        channel=channel,
         is_public=True,
         is_automatic=True,
         subject=subject,
         text=text,
-        address=inbound.address,
+        address=address,
         external_id=external_id,
         dedupe_key=f"out:{external_id}",
         delivery_status=DeliveryStatus.PENDING,
@@ -326,5 +338,4 @@ def queue_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
     db.session.add(message)
     db.session.flush()
     db.session.add(OutboxItem(message_id=message.id))
-    record_event(ticket, "acknowledgement.sent", {"message_id": message.id, "address": inbound.address})
     return message
