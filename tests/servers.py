@@ -85,18 +85,21 @@ def login_session(base_url: str, email: str, password: str, user_agent: str = "h
 def wait_for_text(external_id: str, timeout: float = 10.0):
     """Return the message a served helpdesk stored for Twilio's `external_id`, waiting for its ingest job.
 
-    A served helpdesk answers a text's webhook once the form is kept, and stores the message just after.
+    A served helpdesk answers a text's webhook once the form is kept, and stores the message just after. This
+    also waits for the job to delete the kept form: on SQLite, a test that reads and then writes fails at once
+    ("database is locked") if the server wrote in between.
     """
     import sqlalchemy as sa
 
     from helpdesk.extensions import db
-    from helpdesk.models import Message
+    from helpdesk.models import InboundQueueItem, Message
 
     deadline = time.monotonic() + timeout
     while True:
         db.session.rollback()  # see what the server committed
+        waiting = db.session.scalar(sa.select(sa.func.count()).select_from(InboundQueueItem))
         message = db.session.scalars(sa.select(Message).where(Message.external_id == external_id)).one_or_none()
-        if message is not None:
+        if message is not None and not waiting:
             return message
         if time.monotonic() > deadline:
             raise AssertionError(f"the server stored no message for {external_id} within {timeout} s")
