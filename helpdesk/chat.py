@@ -286,8 +286,8 @@ def receive_chat_message(inbound: InboundMessage, contact: ContactDetails | None
     """Store a visitor's message (committed when this returns) and say what to acknowledge."""
     result = ingest(inbound)
     if contact is not None and contact.email and not result.is_duplicate:
-        _remember_contact_on(result.ticket.id, contact)
-    return ChatReceipt(message_id=result.message.id, seq=result.message.id, is_duplicate=result.is_duplicate)
+        _remember_contact_on(result.ticket_id, contact)
+    return ChatReceipt(message_id=result.message_id, seq=result.message_id, is_duplicate=result.is_duplicate)
 
 
 def remember_contact(visitor_id: str, contact: ContactDetails) -> None:
@@ -441,7 +441,7 @@ def leave_offline_message(visitor_id: str, client_id: str, contact: ContactDetai
     is_new = result.is_new_ticket and not result.is_duplicate
     if is_new and send_acknowledgement(result.ticket, result.message) is not None:
         enqueue("deliver_outbox")
-    return ChatReceipt(message_id=result.message.id, seq=result.message.id, is_duplicate=result.is_duplicate)
+    return ChatReceipt(message_id=result.message_id, seq=result.message_id, is_duplicate=result.is_duplicate)
 
 
 # Ending a chat, and its transcript ---------------------------------------------------------------------------
@@ -743,7 +743,7 @@ def receive_chat_upload(visitor_id: str, verified: SenderIdentity | None, client
     )
     result = ingest(inbound)
     entries = [visitor_attachment_entry(row) for row in result.message.attachments]
-    receipt = ChatReceipt(message_id=result.message.id, seq=result.message.id, is_duplicate=result.is_duplicate)
+    receipt = ChatReceipt(message_id=result.message_id, seq=result.message_id, is_duplicate=result.is_duplicate)
     db.session.rollback()
     return receipt, entries
 

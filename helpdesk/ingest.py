@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
 
@@ -21,7 +22,7 @@ from helpdesk.models import Customer, Direction, Message, Ticket, TicketStatus
 from helpdesk.models.base import utcnow
 from helpdesk.realtime import publish_after_commit
 from helpdesk.tickets import change_field, open_ticket, record_event
-from helpdesk.triage.engine import TriageConfig, apply_triage, detect_ticket_language
+from helpdesk.triage.engine import TriageConfig, apply_triage, clock_inputs, detect_ticket_language
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,13 @@ class IngestResult:
     is_new_ticket: bool
     #: Why the message went to this ticket, as recorded on the ticket event.
     thread_reason: str
+    #: The ids, read before the commit expired `message` and `ticket`: reading them costs no query.
+    message_id: int = dataclasses.field(init=False)
+    ticket_id: int = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message_id", self.message.id)
+        object.__setattr__(self, "ticket_id", self.ticket.id)
 
 
 class IngestError(Exception):
@@ -48,7 +56,28 @@ BeforeCommit = Callable[[IngestResult], None]
 
 
 def find_message_by_dedupe_key(dedupe_key: str) -> Message | None:
-    return db.session.scalar(sa.select(Message).where(Message.dedupe_key == dedupe_key))
+    return db.session.scalar(_message_by_dedupe_key_query(), {"dedupe_key": dedupe_key})
+
+
+# The queries every message runs are built once, with bound parameters: building a statement costs more
+# Python than running it (SQLAlchemy caches the compiled SQL, not the construction).
+@functools.cache
+def _message_by_dedupe_key_query() -> sa.Select:
+    return sa.select(Message).where(Message.dedupe_key == sa.bindparam("dedupe_key"))
+
+
+@functools.cache
+def _open_ticket_on_channel_query() -> sa.Select:
+    return (
+        sa.select(Ticket)
+        .where(
+            Ticket.customer_id == sa.bindparam("customer_id"),
+            Ticket.channel == sa.bindparam("channel"),
+            Ticket.status.in_([status for status in TicketStatus if status.is_active]),
+        )
+        .order_by(Ticket.updated_at.desc(), Ticket.id.desc())
+        .limit(1)
+    )
 
 
 def ingest(inbound: InboundMessage) -> IngestResult:
@@ -114,7 +143,7 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None) ->
     # Until the message is written, nothing read here depends on what is added here (a new customer, a ticket,
     # its events): the reads need not flush first, and all of it goes to the database in one flush.
     with db.session.no_autoflush:
-        ticket, reason, is_new_ticket = _thread_into_ticket(inbound, customer, actor_label)
+        ticket, reason, is_new_ticket, clock_before = _thread_into_ticket(inbound, customer, actor_label)
         html = sanitize_html(inbound.html) if inbound.html else None
         text = inbound.text or (html_to_text(html) if html else "")
         values = {
@@ -167,7 +196,7 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None) ->
     # queries need not flush the events and ticket changes above first: they go in with the commit.
     with db.session.no_autoflush:
         apply_triage(ticket, inbound, customer, on="create" if is_new_ticket else "customer_message",
-                     config=triage_config)
+                     config=triage_config, clock_inputs_before=clock_before)
     payload = {"ticket": ticket.number, "message_id": message.id, "subject": ticket.subject,
                "customer": actor_label, "channel": str(inbound.channel)}
     publish_after_commit(db.session(), "ticket.created" if is_new_ticket else "message.created", payload)
@@ -178,9 +207,13 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None) ->
     return result
 
 
-def _thread_into_ticket(inbound: InboundMessage, customer: Customer, actor_label: str) -> tuple[Ticket, str, bool]:
-    """Find or open the ticket `inbound` belongs to; return it, why, and whether it is new."""
+def _thread_into_ticket(
+    inbound: InboundMessage, customer: Customer, actor_label: str
+) -> tuple[Ticket, str, bool, tuple | None]:
+    """Find or open the ticket `inbound` belongs to; return it, why, whether it is new, and the found ticket's
+    clock_inputs() from before the message changed it."""
     ticket, reason = find_thread(inbound, customer)
+    clock_before = clock_inputs(ticket) if ticket is not None else None
     is_new_ticket = False
     if ticket is not None and ticket.status == TicketStatus.CLOSED and not inbound.is_automatic:
         if is_within_reopen_window(ticket):
@@ -204,7 +237,7 @@ def _thread_into_ticket(inbound: InboundMessage, customer: Customer, actor_label
     if is_new_ticket:
         # Triage would set it after the insert below; set now, the ticket is inserted with it.
         detect_ticket_language(ticket, inbound)
-    return ticket, reason, is_new_ticket
+    return ticket, reason, is_new_ticket, clock_before
 
 
 def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | None, str]:
@@ -225,16 +258,8 @@ def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | N
         if ticket is not None and is_participant(ticket, customer):
             return ticket, f"names ticket #{ticket.number} and the sender takes part in it"
     if hints.join_open_ticket_on_channel and customer.id is not None:  # a customer new here has no ticket
-        ticket = db.session.scalar(
-            sa.select(Ticket)
-            .where(
-                Ticket.customer_id == customer.id,
-                Ticket.channel == inbound.channel,
-                Ticket.status.in_([status for status in TicketStatus if status.is_active]),
-            )
-            .order_by(Ticket.updated_at.desc(), Ticket.id.desc())
-            .limit(1)
-        )
+        ticket = db.session.scalar(_open_ticket_on_channel_query(),
+                                   {"customer_id": customer.id, "channel": inbound.channel})
         if ticket is not None:
             return ticket, f"continues the customer's open {inbound.channel} conversation"
     return None, "no earlier conversation matched"

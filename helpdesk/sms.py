@@ -277,8 +277,8 @@ def store_text(inbound: TwilioInbound) -> IngestResult:
     """Store an inbound text, then apply its STOP/START keyword and note media that was not fetched."""
     result = ingest(inbound.message)
     if inbound.keyword not in _KEYWORD_EVENTS and not (inbound.media_problems and not result.is_duplicate):
-        return result  # the usual text: reading the ids below would load both rows again after the commit
-    message_id, ticket_id = result.message.id, result.ticket.id
+        return result
+    message_id, ticket_id = result.message_id, result.ticket_id
     if inbound.keyword in _KEYWORD_EVENTS:
         apply_keyword(inbound.keyword, inbound.message.sender.value, message_id, ticket_id)
     if inbound.media_problems and not result.is_duplicate:

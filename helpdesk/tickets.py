@@ -55,24 +55,28 @@ def record_event(
     agent: Agent | None = None,
     customer: Customer | None = None,
     actor_label: str | None = None,
-) -> TicketEvent:
+) -> None:
     """Add one audit-trail entry to `ticket`; the caller commits."""
     if actor_label is None:
         actor_label = agent.name if agent else (customer.display_name if customer else "system")
+    values = {
+        "kind": kind,
+        "data": data or {},
+        "reason": reason,
+        "actor_agent_id": agent.id if agent else None,
+        "actor_customer_id": customer.id if customer else None,
+        "actor_label": actor_label[:100],
+    }
+    session = db.session()
+    if ticket.id is not None and not session.new:
+        # Nothing is waiting to be inserted before it, so its id keeps the timeline's order: written at once,
+        # as a plain INSERT on the transaction's connection (which flushes nothing), the unit of work's cost saved.
+        session.connection().execute(sa.insert(TicketEvent.__table__), [{**values, "ticket_id": ticket.id}])
+        return
     # A stored ticket is referred to by its id: cheaper to flush than the relationship (and its write-only
     # collection on the ticket); a new one through the relationship, so the flush inserts it first.
     link = {"ticket_id": ticket.id} if ticket.id is not None else {"ticket": ticket}
-    event = TicketEvent(
-        **link,
-        kind=kind,
-        data=data or {},
-        reason=reason,
-        actor_agent_id=agent.id if agent else None,
-        actor_customer_id=customer.id if customer else None,
-        actor_label=actor_label[:100],
-    )
-    db.session.add(event)
-    return event
+    session.add(TicketEvent(**link, **values))
 
 
 def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor_label: str | None = None) -> Ticket:

@@ -51,7 +51,7 @@ from helpdesk.models.base import utcnow
 from helpdesk.tickets import change_field, record_event
 from helpdesk.triage.assign import auto_assign
 from helpdesk.triage.calendar import CalendarError
-from helpdesk.triage.clock import policy_from_row, schedule_check
+from helpdesk.triage.clock import is_met, policy_from_row, schedule_check
 from helpdesk.triage.language import DEFAULT_LANGUAGES, UnknownLanguage, detect_language, parse_languages
 from helpdesk.triage.rules import (
     AUTO_ASSIGN,
@@ -125,11 +125,13 @@ def apply_triage(
     *,
     on: str = ON_CREATE,
     config: TriageConfig | None = None,
+    clock_inputs_before: tuple | None = None,
 ) -> TriageOutcome:
     """Apply the rules and the SLA policy to `ticket` for the customer's `inbound` message; the caller commits.
 
     `config` is the rules and policies when the caller read them already in this transaction (ingest reads
     them before it adds anything, so the reads need not flush its work first); by default they are read here.
+    `clock_inputs_before` is clock_inputs(ticket) from before the message changed the ticket, if it was taken.
     """
     if on not in (ON_CREATE, ON_CUSTOMER_MESSAGE):
         raise ValueError(f"on must be {ON_CREATE!r} or {ON_CUSTOMER_MESSAGE!r}, not {on!r}")
@@ -183,7 +185,10 @@ def apply_triage(
                 on=on,
                 rules_changed_clock=bool({"priority", "sla_policy"} & set(outcome.set_by)),
             )
-            schedule_check(ticket, policy)
+            # A customer writing again to a ticket that waits on the agents moves no clock: working its next
+            # check out again would read its alerts and pauses for the same answer.
+            if on == ON_CREATE or clock_inputs_before is None or clock_inputs(ticket) != clock_inputs_before:
+                schedule_check(ticket, policy)
     outcome = dataclasses.replace(
         outcome, sla_policy=policy.name if policy else None, language=ticket.language
     )
@@ -367,6 +372,19 @@ def _set_due_times(
         ticket.next_response_due_at = _due(_waiting_since(ticket), targets.next_response, policy)
         due["next_response"] = _iso(ticket.next_response_due_at)
     return due
+
+
+#: The ticket's columns its next SLA check (schedule_check) is worked out from, besides its alerts and pauses.
+_CLOCK_COLUMNS = (
+    "status", "priority", "assignee_id", "sla_policy_name", "first_response_due_at", "next_response_due_at",
+    "resolution_due_at", "first_responded_at", "sla_check_at",
+)
+
+
+def clock_inputs(ticket: Ticket) -> tuple:
+    """Return what the ticket's next SLA check depends on, besides its alerts and pauses (which ingest never
+    changes): take it before a customer's message changes the ticket and hand it to apply_triage."""
+    return (*(getattr(ticket, name) for name in _CLOCK_COLUMNS), is_met(ticket, "next_response"))
 
 
 def _waiting_since(ticket: Ticket) -> dt.datetime:

@@ -8,12 +8,13 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from channels.messages import IdentityKind, SenderIdentity, ThreadHints
+from channels.messages import Attachment, IdentityKind, SenderIdentity, ThreadHints
 from helpdesk.email_intake import take_in_email
 from helpdesk.extensions import db
 from helpdesk.ingest import ingest
-from helpdesk.models import Message, MessageTemplate, SlaAlert, TicketEvent
+from helpdesk.models import Message, MessageTemplate, SlaAlert, TicketEvent, TicketStatus
 from helpdesk.outbound import reply
+from helpdesk.tickets import change_field
 from helpdesk.triage.calendar import calendar_from_dict
 from helpdesk.triage.clock import is_met
 from helpdesk.triage.config_io import import_policies
@@ -93,6 +94,44 @@ def acknowledgement_of(ticket) -> str:
     return db.session.scalar(
         sa.select(Message.text).where(Message.ticket_id == ticket.id, Message.is_automatic.is_(True))
     )
+
+
+def test_a_customer_writing_again_while_waiting_keeps_the_next_check_without_reading_alerts(policy):
+    ticket = ingest(make_inbound(sender=SENDER, subject="Refund")).ticket
+    db.session.commit()
+    check_at = ticket.sla_check_at
+    assert check_at is not None
+    statements: list[str] = []
+
+    def note(connection, cursor, statement, *rest):
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        write_again(ticket, "Any news?")
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", note)
+    assert statements, "the listener saw the ingest"
+    assert not [statement for statement in statements if "sla_alert" in statement or "sla_pause" in statement]
+    db.session.refresh(ticket)
+    assert ticket.sla_check_at == check_at
+
+
+def test_a_customer_answering_a_pending_ticket_with_a_file_starts_its_checks_again(policy):
+    ticket = ingest(make_inbound(sender=SENDER, subject="Refund")).ticket
+    reply(ticket, make_agent(), "Could you send the receipt?")
+    change_field(ticket, "status", TicketStatus.PENDING)
+    db.session.commit()
+    assert ticket.sla_check_at is None, "pending stops the clocks"
+    receipt = Attachment("receipt.pdf", "application/pdf", b"%PDF-1.4 receipt")
+    ingest(make_inbound(sender=SENDER, thread=ThreadHints(ticket_number=ticket.number), text="Here it is.",
+                        attachments=(receipt,)))
+    db.session.refresh(ticket)
+    assert ticket.status == TicketStatus.OPEN
+    assert ticket.next_response_due_at is not None
+    # The message with a file is flushed before triage runs: the check is still worked out again.
+    assert ticket.sla_check_at is not None
+    assert ticket.sla_check_at <= ticket.next_response_due_at
 
 
 def test_the_acknowledgement_is_sent_in_the_language_detected_on_the_message(policy):
