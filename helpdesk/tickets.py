@@ -59,24 +59,28 @@ def record_event(
     """Add one audit-trail entry to `ticket`; the caller commits."""
     if actor_label is None:
         actor_label = agent.name if agent else (customer.display_name if customer else "system")
-    values = {
-        "kind": kind,
-        "data": data or {},
-        "reason": reason,
-        "actor_agent_id": agent.id if agent else None,
-        "actor_customer_id": customer.id if customer else None,
-        "actor_label": actor_label[:100],
-    }
+    agent_id = agent.id if agent else None
+    customer_id = customer.id if customer else None
     session = db.session()
     if ticket.id is not None and not session.new:
         # Nothing is waiting to be inserted before it, so its id keeps the timeline's order: written at once,
-        # as a plain INSERT on the transaction's connection (which flushes nothing), the unit of work's cost saved.
-        session.connection().execute(sa.insert(TicketEvent.__table__), [{**values, "ticket_id": ticket.id}])
+        # the unit of work's cost saved.
+        record_event_row(ticket.id, kind, data, reason=reason, agent_id=agent_id, customer_id=customer_id,
+                         actor_label=actor_label)
         return
-    # A stored ticket is referred to by its id: cheaper to flush than the relationship (and its write-only
-    # collection on the ticket); a new one through the relationship, so the flush inserts it first.
-    link = {"ticket_id": ticket.id} if ticket.id is not None else {"ticket": ticket}
-    session.add(TicketEvent(**link, **values))
+    # A new ticket is referred to through the relationship, so the flush inserts it first.
+    session.add(TicketEvent(ticket=ticket, kind=kind, data=data or {}, reason=reason, actor_agent_id=agent_id,
+                            actor_customer_id=customer_id, actor_label=actor_label[:100]))
+
+
+def record_event_row(ticket_id: int, kind: str, data: dict[str, Any] | None = None, *, reason: str | None = None,
+                     agent_id: int | None = None, customer_id: int | None = None, actor_label: str = "system") -> None:
+    """Insert one audit-trail entry at once, as a plain INSERT on the transaction's connection (which flushes
+    nothing); the caller commits. record_event() is the usual way: this is for writers that hold no objects."""
+    db.session.connection().execute(sa.insert(TicketEvent.__table__), [{
+        "ticket_id": ticket_id, "kind": kind, "data": data or {}, "reason": reason, "actor_agent_id": agent_id,
+        "actor_customer_id": customer_id, "actor_label": actor_label[:100],
+    }])
 
 
 def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor_label: str | None = None) -> Ticket:

@@ -85,13 +85,15 @@ class TriageConfig:
         return cls(load_rules(), load_policies())
 
     @classmethod
-    def current(cls) -> TriageConfig:
+    def current(cls, stamp: tuple | None = None) -> TriageConfig:
         """Return the rules and policies as stored, read again only when they have changed.
 
         Reading and validating every rule and policy for each message cost more than the rest of triage;
         one small query tells whether any changed since this process last read them, in any process.
+        `stamp` is the values of config_stamp_columns(), when the caller's own query read them already.
         """
-        stamp = _config_stamp()
+        if stamp is None:
+            stamp = _config_stamp()
         cached = current_app.extensions.get(_CONFIG_CACHE_KEY)
         if cached is not None and cached[0] == stamp:
             return cached[1]
@@ -105,6 +107,11 @@ _CONFIG_CACHE_KEY = "helpdesk.triage_config"
 
 def _config_stamp() -> tuple:
     return tuple(db.session.execute(_config_stamp_query()).one())
+
+
+def config_stamp_columns() -> tuple:
+    """The columns TriageConfig.current() tells a change by, for a caller's own query to read alongside."""
+    return tuple(_config_stamp_query().selected_columns)
 
 
 @functools.cache
@@ -203,7 +210,12 @@ def apply_triage(
 def detect_ticket_language(ticket: Ticket, inbound: InboundMessage) -> None:
     """Set the ticket's language from the customer's message, unless it has one already."""
     if ticket.language is None:
-        ticket.language = _detect(inbound.subject, _body_of(inbound))
+        ticket.language = message_language(inbound)
+
+
+def message_language(inbound: InboundMessage) -> str | None:
+    """Return the language the customer's message is written in, if it can be told."""
+    return _detect(inbound.subject, _body_of(inbound))
 
 
 def dry_run(ticket_or_inbound: Ticket | InboundMessage) -> TriageOutcome:
