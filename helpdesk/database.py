@@ -57,6 +57,8 @@ def init_database(app: Flask) -> None:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
         options.setdefault("connect_args", {}).setdefault("timeout", 30)
+        # A file has no server to drop the connection: the ping before every checkout would find nothing.
+        options["pool_pre_ping"] = False
     db.init_app(app)
     with app.app_context():
         engine = db.engine
