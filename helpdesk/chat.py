@@ -52,6 +52,7 @@ from helpdesk import presence
 from helpdesk.customers import find_identity
 from helpdesk.database import begin_write
 from helpdesk.extensions import db, socketio
+from helpdesk.group_ingest import GroupIngest
 from helpdesk.ingest import ingest
 from helpdesk.models import (
     Agent,
@@ -284,7 +285,8 @@ def _emit_to_visitors(visitor_ids: list[str], event: str, payload: dict) -> None
 
 def receive_chat_message(inbound: InboundMessage, contact: ContactDetails | None = None) -> ChatReceipt:
     """Store a visitor's message (committed when this returns) and say what to acknowledge."""
-    result = ingest(inbound)
+    db.session.rollback()  # the caller reads what the writer thread commits, not an older snapshot
+    result = group_ingest().ingest(inbound)
     if contact is not None and contact.email and not result.is_duplicate:
         _remember_contact_on(result.ticket_id, contact)
     return ChatReceipt(message_id=result.message_id, seq=result.message_id, is_duplicate=result.is_duplicate)
@@ -801,6 +803,15 @@ class HelpdeskChatBackend:
 
     def send_transcript(self, visitor_id, contact):
         return send_transcript(visitor_id, contact)
+
+
+def group_ingest() -> GroupIngest:
+    """This app's writer of visitors' messages (one thread, many messages per transaction)."""
+    writer = current_app.extensions.get("helpdesk.group_ingest")
+    if writer is None:
+        writer = current_app.extensions.setdefault("helpdesk.group_ingest",
+                                                   GroupIngest(current_app._get_current_object()))
+    return writer
 
 
 def visitor_tokens() -> VisitorTokens:

@@ -126,9 +126,12 @@ def ingest_with(inbound: InboundMessage, *, before_commit: BeforeCommit | None =
             # nobody can store the same message between the check and the insert.
             begin_write()
             triage_config = None
-            if _may_continue_conversation(inbound):
-                result, triage_config = _continue_conversation(inbound, before_commit)
+            if may_continue_conversation(inbound):
+                result, triage_config = write_continuation(inbound)
                 if result is not None:
+                    if before_commit is not None:
+                        before_commit(result)
+                    db.session.commit()
                     return result
             if triage_config is None and not inbound.is_automatic:
                 # Read before anything is added, so the reads need not flush it. (Automatic mail runs no rule on
@@ -179,7 +182,7 @@ _INACTIVE_STATUSES = tuple(status for status in TicketStatus if not status.is_ac
 _WAKING_STATUSES = (TicketStatus.PENDING,)
 
 
-def _may_continue_conversation(inbound: InboundMessage) -> bool:
+def may_continue_conversation(inbound: InboundMessage) -> bool:
     thread = inbound.thread
     return (thread.join_open_ticket_on_channel and not thread.reply_to_external_ids and thread.ticket_number is None
             and not inbound.is_automatic and not inbound.attachments and not inbound.html
@@ -221,11 +224,9 @@ def _stamp_continuing_ticket() -> sa.Update:
     )
 
 
-def _continue_conversation(
-    inbound: InboundMessage, before_commit: BeforeCommit | None
-) -> tuple[IngestResult | None, TriageConfig | None]:
-    """Store `inbound` on its ongoing conversation, or return no result (nothing written) for the general path;
-    and the triage config, if it was read."""
+def write_continuation(inbound: InboundMessage) -> tuple[IngestResult | None, TriageConfig | None]:
+    """Write `inbound` on its ongoing conversation in the open write transaction (the caller commits), or return
+    no result (nothing written) for the general path; and the triage config, if it was read."""
     sender = normalize_identity(inbound.sender)
     connection = db.session.connection()
     row = connection.execute(_ongoing_conversation_query(), {
@@ -272,11 +273,7 @@ def _continue_conversation(
         "ticket": ticket_number, "message_id": message_id, "subject": ticket_subject, "customer": actor_label,
         "channel": str(inbound.channel),
     })
-    result = IngestResult(message_id, ticket_id, False, False, reason)
-    if before_commit is not None:
-        before_commit(result)
-    db.session.commit()
-    return result, config
+    return IngestResult(message_id, ticket_id, False, False, reason), config
 
 
 def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,

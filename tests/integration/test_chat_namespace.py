@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from channels.chat.namespace import CHAT_NAMESPACE
 from channels.chat.tokens import VisitorTokens, identity_hash
 from channels.messages import ChannelName, IdentityKind, SenderIdentity
-from helpdesk import chat
+from helpdesk import group_ingest
 from helpdesk.chat import chat_identity_secret
 from helpdesk.customers import find_identity
 from helpdesk.extensions import db, socketio
@@ -60,7 +60,7 @@ def test_a_message_that_could_not_be_stored_is_not_acknowledged(visit, monkeypat
     def refuse(inbound):
         raise IngestError("database unavailable")
 
-    monkeypatch.setattr(chat, "ingest", refuse)
+    monkeypatch.setattr(group_ingest, "ingest", refuse)  # what the writer thread stores a first message with
     visitor = visit()
     received(visitor)
     ack = say(visitor, "Hello?")

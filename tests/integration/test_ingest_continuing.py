@@ -100,7 +100,7 @@ def test_a_follow_up_leaves_the_same_rows_and_events_as_the_general_path(app, tr
         ingest(chat("visitor-quick", text, number, "Ada"))
     quick_emits = [(event, {**payload, "message_id": None, "ticket": None}) for event, payload in emitted]
     emitted.clear()
-    monkeypatch.setattr(helpdesk.ingest, "_may_continue_conversation", lambda inbound: False)
+    monkeypatch.setattr(helpdesk.ingest, "may_continue_conversation", lambda inbound: False)
     for number, text in enumerate(texts):
         ingest(chat("visitor-general", text, number, "Ada"))
     general_emits = [(event, {**payload, "message_id": None, "ticket": None}) for event, payload in emitted]
