@@ -180,9 +180,26 @@ def public_widget_settings(config) -> dict[str, Any]:
     }
 
 
+#: The settings chat_settings() reads from the app's config, besides those saved by admins.
+_CONFIGURED_CHAT_SETTINGS = (
+    "HELPDESK_CHAT_ALLOWED_ORIGINS", "HELPDESK_PUBLIC_URL", "HELPDESK_CHAT_IDENTITY_SECRET", "SECRET_KEY",
+    "HELPDESK_CHAT_MESSAGES_PER_MINUTE", "HELPDESK_CHAT_MESSAGE_BURST", "HELPDESK_CHAT_IP_EVENTS_PER_MINUTE",
+    "HELPDESK_CHAT_IP_BURST", "HELPDESK_CHAT_TRANSCRIPTS_PER_TEN_MINUTES", "HELPDESK_CHAT_MAX_UPLOAD_BYTES",
+    "HELPDESK_MAX_ATTACHMENT_BYTES",
+)
+
+
 def chat_settings() -> ChatSettings:
+    """Return the chat's settings; built again only when the saved ones were read again or the config changed
+    (every visitor's message asks for them)."""
     config = current_app.config
-    return ChatSettings(
+    saved = saved_chat_settings()
+    key = (saved, tuple(config.get(name) for name in _CONFIGURED_CHAT_SETTINGS))
+    cache = current_app.extensions.setdefault(_CACHE_KEY, {})
+    built = cache.get("chat_settings")
+    if built is not None and built[0] == key:
+        return built[1]
+    settings = ChatSettings(
         allowed_origins=chat_allowed_origins(config),
         identity_secret=chat_identity_secret(config),
         messages_per_minute=float(config.get("HELPDESK_CHAT_MESSAGES_PER_MINUTE", 20)),
@@ -192,6 +209,8 @@ def chat_settings() -> ChatSettings:
         widget=public_widget_settings(config),
         transcripts_per_ten_minutes=float(config.get("HELPDESK_CHAT_TRANSCRIPTS_PER_TEN_MINUTES", 3)),
     )
+    cache["chat_settings"] = (key, settings)
+    return settings
 
 
 def _settings_account_for_update() -> ChannelAccount:
