@@ -36,6 +36,9 @@
     try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode: memory only */ }
   }
   store.pending = store.pending || [];
+  // Messages left for an answer by email: kept by the browser that wrote them, because the server does not tie
+  // an email ticket to a visitor (the address is unproven), so the history cannot bring them back.
+  store.left = store.left || [];
   // The last message shown on this page: a fresh page loads the whole history, a reconnect only what is new.
   var seq = 0;
   var settings = {};
@@ -58,6 +61,8 @@
     ".header .title{flex:1;font-weight:600}.header button,.ended button,.prechat button,.offline button{border:0;" +
     "background:none;color:#1f6feb;cursor:pointer;padding:2px 6px}" +
     ".greeting,.offline,.prechat,.ended{margin:0;padding:6px 10px;font-size:13px;border-bottom:1px solid #eee}" +
+    ".by-email::after{content:\"We will reply by email to \" attr(data-email);display:block;font-size:11px;" +
+    "opacity:.8;margin-top:2px}" +
     ".offline,.ended{background:#fff8e6}.offline p,.ended p,.prechat p{margin:2px 0}" +
     "input{width:100%;margin:2px 0;padding:4px 6px;border:1px solid #ccc;border-radius:4px}" +
     ".prechat-error,.transcript-status{color:#a40}.offline-done,.transcript-status.ok{color:#175}" +
@@ -214,13 +219,30 @@
     return item;
   }
   function detail(item, m) {
-    if (m.seq) item.dataset.seq = m.seq;
+    if (m.seq) {
+      item.dataset.seq = m.seq;
+      placeInOrder(item);
+    }
+    if (m.email) {
+      item.dataset.email = m.email;  // shown by the style sheet, so the message's own text stays as written
+      item.classList.add("by-email");
+    }
     if (m.author) item.title = m.author;
     if (m.read) item.classList.add("read");
     if (m.attachments && m.attachments.length && !item.dataset.files) {
       item.dataset.files = "1";
       m.attachments.forEach(function (file) { showAttachment(item, file); });
     }
+  }
+
+  function placeInOrder(item) {
+    // In the order the server stored them: a message left by email, shown from this browser's memory, sits
+    // between the chat messages that came before and after it.
+    var seq = Number(item.dataset.seq);
+    var later = Array.prototype.find.call(log.children, function (other) {
+      return other !== item && Number(other.dataset.seq) > seq;
+    });
+    if (later && later !== item.nextSibling) log.insertBefore(item, later);
   }
 
   var agentSeq = 0;  // the newest agent message shown, for the read receipt
@@ -252,6 +274,7 @@
         agentSeq = 0;
         log.textContent = "";
         shown = {};
+        if (store.visitorId) store.left = [];
       }
       store.token = session.token;
       store.visitorId = session.visitor_id;
@@ -262,6 +285,7 @@
       verified = !!session.verified;
       applySettings(session.settings);
       updatePanels();
+      store.left.forEach(function (m) { detail(show(m.client_id, "visitor", m.text, false), m); });
       loadHistory();
       store.pending.forEach(function (m) { show(m.client_id, "visitor", m.text, true); });
       flush();
@@ -335,8 +359,14 @@
           store.pending = store.pending.filter(function (p) { return p.client_id !== m.client_id; });
           save();
           if (ack.ok) {
-            detail(show(m.client_id, "visitor", m.text, false), {seq: ack.seq});
-            if (m.offline) offlineDone.textContent = "Thank you! We will answer at " + ack.email + " by email.";
+            var stored = {seq: ack.seq};
+            if (m.offline) {
+              offlineDone.textContent = "Thank you! We will answer at " + ack.email + " by email.";
+              stored = {client_id: m.client_id, text: m.text, seq: ack.seq, email: ack.email};
+              store.left = store.left.concat([stored]).slice(-50);
+              save();
+            }
+            detail(show(m.client_id, "visitor", m.text, false), stored);
           } else {
             if (shown[m.client_id]) { shown[m.client_id].remove(); delete shown[m.client_id]; }
             // Refused for good (an invalid address): give the text back, so nothing typed is lost.

@@ -3,6 +3,7 @@ an email ticket answered by email), and a file the visitor sends showing on both
 
 import email
 import email.policy
+import re
 import struct
 import time
 import zlib
@@ -78,6 +79,16 @@ def test_with_no_agent_online_a_left_message_becomes_an_email_ticket_answered_by
     expect(acknowledged(site, "order 1234")).to_have_text("Please call me back about order 1234 <b>today</b>")
     expect(site.locator(f"{WIDGET} .offline-done")).to_contain_text("maria@example.org")
     screenshot(site, "widget-message-left")
+
+    # The host page reloaded: the message left is still there, once, marked as answered by email.
+    site.reload()
+    site.click(f"{WIDGET} .launcher")
+    left_again = acknowledged(site, "order 1234")
+    expect(left_again).to_have_count(1, timeout=DELIVERY_TIMEOUT)
+    expect(left_again).to_have_text("Please call me back about order 1234 <b>today</b>")
+    expect(left_again).to_have_class(re.compile(r"\bby-email\b"))
+    expect(left_again).to_have_attribute("data-email", "maria@example.org")
+    screenshot(site, "widget-message-left-after-reload")
 
     [ticket] = fresh(sa.select(Ticket)).all()
     assert ticket.channel == ChannelName.EMAIL
