@@ -129,10 +129,7 @@ def ingest_with(inbound: InboundMessage, *, before_commit: BeforeCommit | None =
             if may_continue_conversation(inbound):
                 result, triage_config = write_continuation(inbound)
                 if result is not None:
-                    if before_commit is not None:
-                        before_commit(result)
-                    db.session.commit()
-                    return result
+                    return _commit(result, before_commit)
             if triage_config is None and not inbound.is_automatic:
                 # Read before anything is added, so the reads need not flush it. (Automatic mail runs no rule on
                 # a known ticket; should it open one, triage reads them itself.)
@@ -347,7 +344,12 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
     payload = {"ticket": ticket.number, "message_id": message.id, "subject": ticket.subject,
                "customer": actor_label, "channel": str(inbound.channel)}
     publish_after_commit(db.session(), "ticket.created" if is_new_ticket else "message.created", payload)
-    result = IngestResult.of(message, ticket, is_duplicate=False, is_new_ticket=is_new_ticket, thread_reason=reason)
+    return _commit(IngestResult.of(message, ticket, is_duplicate=False, is_new_ticket=is_new_ticket,
+                                   thread_reason=reason), before_commit)
+
+
+def _commit(result: IngestResult, before_commit: BeforeCommit | None) -> IngestResult:
+    """Let `before_commit` add its writes to the new message's transaction, then commit it."""
     if before_commit is not None:
         before_commit(result)
     db.session.commit()

@@ -1,8 +1,6 @@
 """Visitors' messages written by one thread, many per transaction: each once, in order, each answered after its
 commit; and what the chat stores through it."""
 
-import contextlib
-
 import pytest
 import sqlalchemy as sa
 from flask import current_app
@@ -15,6 +13,7 @@ from helpdesk.ingest import IngestError, ingest
 from helpdesk.models import Message, Ticket, TicketStatus
 from helpdesk.tickets import change_field
 from tests.factories import make_inbound
+from tests.integration.engine_events import commits
 
 pytestmark = pytest.mark.integration
 
@@ -22,20 +21,6 @@ pytestmark = pytest.mark.integration
 def chat(visitor: str, number: int, text: str = "Where is my parcel?"):
     return make_inbound(channel=ChannelName.CHAT, sender=SenderIdentity(IdentityKind.VISITOR, visitor),
                         external_id=f"{visitor}-{number}", dedupe_key=f"chat:{visitor}:{number}", text=text)
-
-
-@contextlib.contextmanager
-def commits():
-    counted = []
-
-    def count(connection):
-        counted.append(connection)
-
-    sa.event.listen(db.engine, "commit", count)
-    try:
-        yield counted
-    finally:
-        sa.event.remove(db.engine, "commit", count)
 
 
 def store_as_one_batch(messages) -> list:

@@ -1,7 +1,6 @@
 """A customer writing again in a conversation under way: the plain statements ingest writes it with, and when
 it leaves the message to the general path instead."""
 
-import contextlib
 import json
 
 import pytest
@@ -16,6 +15,7 @@ from helpdesk.outbound import reply
 from helpdesk.tickets import change_field
 from helpdesk.triage.config_io import import_policies, import_rules
 from tests.factories import make_agent, make_inbound
+from tests.integration.engine_events import statements_sent
 
 pytestmark = pytest.mark.integration
 
@@ -51,20 +51,6 @@ def emitted(monkeypatch):
     calls = []
     monkeypatch.setattr(socketio, "emit", lambda event, payload, namespace=None, to=None: calls.append((event, payload)))
     return calls
-
-
-@contextlib.contextmanager
-def statements():
-    seen: list[str] = []
-
-    def note(connection, cursor, statement, *rest):
-        seen.append(statement)
-
-    sa.event.listen(db.engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", note)
 
 
 def chat(visitor: str, text: str, number: int, name: str | None = None):
@@ -116,7 +102,7 @@ def test_a_follow_up_leaves_the_same_rows_and_events_as_the_general_path(app, tr
 
 def test_a_follow_up_on_a_waiting_ticket_takes_five_statements(app, triage):
     ingest(chat("visitor-1", "Hello, my parcel never arrived.", 1))
-    with statements() as seen:
+    with statements_sent() as seen:
         result = ingest(chat("visitor-1", "Still nothing, it is urgent.", 2))
     assert not result.is_new_ticket and not result.is_duplicate
     # BEGIN (IMMEDIATE, on SQLite); the customer, ticket, dedupe check and rules' stamp; the ticket; the message;

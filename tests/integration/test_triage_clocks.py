@@ -22,6 +22,7 @@ from helpdesk.triage.sla import add_business_minutes
 from helpdesk.triage.summary import ticket_triage_summary
 from helpdesk.triage.sweep import sweep_sla
 from tests.factories import make_agent, make_inbound
+from tests.integration.engine_events import statements_sent
 
 pytestmark = pytest.mark.integration
 
@@ -101,16 +102,8 @@ def test_a_customer_writing_again_while_waiting_keeps_the_next_check_without_rea
     db.session.commit()
     check_at = ticket.sla_check_at
     assert check_at is not None
-    statements: list[str] = []
-
-    def note(connection, cursor, statement, *rest):
-        statements.append(statement)
-
-    sa.event.listen(db.engine, "before_cursor_execute", note)
-    try:
+    with statements_sent() as statements:
         write_again(ticket, "Any news?")
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", note)
     assert statements, "the listener saw the ingest"
     assert not [statement for statement in statements if "sla_alert" in statement or "sla_pause" in statement]
     db.session.refresh(ticket)
