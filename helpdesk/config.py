@@ -60,6 +60,8 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         # as .eml files to HELPDESK_OUTGOING_FOLDER.
         "HELPDESK_SMTP_URL": env.get("HELPDESK_SMTP_URL") or None,
         "HELPDESK_IMAP_MESSAGES_PER_RUN": int(env.get("HELPDESK_IMAP_MESSAGES_PER_RUN", 50)),
+        # Bodies downloaded by one FETCH, and handled messages flagged (or moved) by one command.
+        "HELPDESK_IMAP_BODIES_PER_FETCH": int(env.get("HELPDESK_IMAP_BODIES_PER_FETCH", 50)),
         # Bytes of mail one poll downloads before leaving the rest to the next; a bigger message still comes
         # whole, alone in its poll (oversized attachments are refused at ingest, the message is kept).
         "HELPDESK_IMAP_BYTES_PER_RUN": int(env.get("HELPDESK_IMAP_BYTES_PER_RUN", 64 * 1024 * 1024)),

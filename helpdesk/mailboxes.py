@@ -222,6 +222,7 @@ def _poll_mailbox(mailbox: Mailbox, limit: int | None, client_factory: ClientFac
         client_factory=client_factory,
         reconnect_delay=config.get("HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 1.0),
         max_run_bytes=config.get("HELPDESK_IMAP_BYTES_PER_RUN", 64 * 1024 * 1024),
+        body_batch=config.get("HELPDESK_IMAP_BODIES_PER_FETCH", 50),
     )
     try:
         with poller:

@@ -12,6 +12,7 @@ batch of headers at once); the cursor (UIDVALIDITY plus the last handled UID) li
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import enum
 import functools
@@ -208,6 +209,8 @@ class MailboxPoller:
         max_reconnect_delay: float = 30.0,
         max_run_bytes: int | None = 64 * 1024 * 1024,
         header_batch: int = 200,
+        body_batch: int = 50,
+        body_batch_bytes: int = 8 * 1024 * 1024,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.settings = settings
@@ -231,6 +234,11 @@ class MailboxPoller:
         #: still goes, alone in its run, so nothing is ever skipped for its size.
         self.max_run_bytes = max_run_bytes
         self.header_batch = header_batch
+        #: Bodies are downloaded this many (and about this many bytes) per FETCH, and handled mail is flagged
+        #: (or moved) with one command per batch too: a round trip per message would bound the rate by the
+        #: server's latency.
+        self.body_batch = max(1, body_batch)
+        self.body_batch_bytes = body_batch_bytes
         self.sleep = sleep
         self._client: IMAPClient | None = None
 
@@ -257,7 +265,7 @@ class MailboxPoller:
             while True:
                 try:
                     self._drain(run, report)
-                    self._save_progress(run)
+                    self._save_progress(run, report)
                     return report
                 except DROPPED as error:
                     self.close()
@@ -300,6 +308,8 @@ class MailboxPoller:
             raise MailboxError(f"cannot open {self._where()}: {_text(error)}") from None
         report.uid_next = selected.get(b"UIDNEXT")
         cursor = self._checked_cursor(int(selected[b"UIDVALIDITY"]), run, report)
+        # What was committed before the connection broke is flagged first.
+        self._acknowledge_handled(run, report)
         # "UID n:*" always matches the highest UID, even below n, so the filter below is needed.
         found = client.search(["UID", f"{cursor.last_uid + 1}:*", "NOT", "DELETED"])
         uids = sorted(uid for uid in found if uid > cursor.last_uid and uid not in run.handled)
@@ -311,6 +321,7 @@ class MailboxPoller:
             start += len(batch)
             headers = client.fetch(batch, [_HEADER_ITEM, "FLAGS", "RFC822.SIZE"])
             known = self._known_among(headers)
+            run.bodies = _Bodies.wanted_among(batch, headers, known)
             for uid in batch:
                 if run.downloads >= run.limit:
                     report.has_more = True
@@ -320,18 +331,23 @@ class MailboxPoller:
                 except _RunIsFull:
                     report.has_more = True
                     return
+        self._acknowledge_handled(run, report)
 
     def _known_among(self, headers: dict) -> _KnownIds:
         message_ids = {uid: _message_id(fetched) for uid, fetched in headers.items()}
-        if self.find_known is None:
-            return _KnownIds(message_ids, None)
         wanted = {message_id for message_id in message_ids.values() if message_id is not None}
-        return _KnownIds(message_ids, set(self.find_known(wanted)) if wanted else set())
+        if not wanted:
+            stored = set()
+        elif self.find_known is None:
+            stored = {message_id for message_id in wanted if self.is_known(message_id)}
+        else:
+            stored = set(self.find_known(wanted))
+        return _KnownIds(message_ids, stored)
 
     def _is_known(self, message_id: str, known: _KnownIds) -> bool:
         # A Message-ID handed over since the batch was looked up (a second copy of one mail, delivered to two
         # of our addresses) may be stored by now: ask again.
-        if known.stored is None or message_id in known.handed_over:
+        if message_id in known.handed_over:
             return self.is_known(message_id)
         return message_id in known.stored
 
@@ -348,6 +364,7 @@ class MailboxPoller:
             report.uid_validity_changed = True
             run.handled.clear()
             run.failed.clear()
+            run.unacknowledged.clear()  # their UIDs mean nothing now; they are read again and flagged as known
         run.unsaved = None
         cursor = Cursor(uid_validity, 0)
         self.cursor_store.save(cursor)
@@ -357,20 +374,20 @@ class MailboxPoller:
                 report: PollReport, known: _KnownIds) -> Cursor:
         if header is None:
             # Expunged since the search: nothing left to store.
-            return self._advance(cursor, uid, run)
+            return self._advance(cursor, uid, run, report)
         message_id = known.message_ids.get(uid)
         if message_id is not None and self._is_known(message_id, known):
             # Flagged already when it sits behind a message the cursor waits for; no need to say it again.
             if self.settings.move_to or SEEN not in header.get(b"FLAGS", ()):
-                self._acknowledge(client, uid, report)
+                run.unacknowledged.append(uid)
             report.skipped_known += 1
-            return self._advance(cursor, uid, run)
+            return self._advance(cursor, uid, run, report)
         size = int(header.get(_SIZE_ITEM) or 0)
         if run.downloads and self.max_run_bytes and report.bytes_downloaded + size > self.max_run_bytes:
             raise _RunIsFull
-        raw = self._download(client, uid)
+        raw = self._download(client, uid, run, report)
         if raw is None:
-            return self._advance(cursor, uid, run)
+            return self._advance(cursor, uid, run, report)
         run.downloads += 1
         report.bytes_downloaded += len(raw)
         if message_id is not None:
@@ -388,10 +405,10 @@ class MailboxPoller:
             report.errors.append(f"UID {uid}: {problem}")
             return cursor
         report.stored += 1
-        self._acknowledge(client, uid, report)
-        return self._advance(cursor, uid, run)
+        run.unacknowledged.append(uid)
+        return self._advance(cursor, uid, run, report)
 
-    def _advance(self, cursor: Cursor, uid: int, run: _Run) -> Cursor:
+    def _advance(self, cursor: Cursor, uid: int, run: _Run, report: PollReport) -> Cursor:
         run.handled.add(uid)
         # While an earlier message is not committed, the cursor waits below it, so the next run tries that
         # one again (what was committed after it is then skipped by Message-ID, headers only). It is saved
@@ -402,13 +419,22 @@ class MailboxPoller:
         is_due = run.handled_since_save >= self.save_every or (
             self.save_interval is not None and time.monotonic() - run.saved_at >= self.save_interval)
         if is_due:
-            self._save_progress(run)
+            self._save_progress(run, report)
+        elif len(run.unacknowledged) >= self.body_batch:
+            self._acknowledge_handled(run, report)
         return cursor
 
-    def _save_progress(self, run: _Run) -> None:
+    def _save_progress(self, run: _Run, report: PollReport | None = None) -> None:
+        if run.unacknowledged and report is not None and self._client is not None:
+            self._acknowledge_handled(run, report)
         if run.unsaved is None:
             return
-        self.cursor_store.save(run.unsaved)
+        cursor = run.unsaved
+        if run.unacknowledged:
+            # Committed but not flagged yet (the connection broke): the cursor stays below them, so the next
+            # run reads their headers again and flags them as known.
+            cursor = Cursor(cursor.uid_validity, min(cursor.last_uid, min(run.unacknowledged) - 1))
+        self.cursor_store.save(cursor)
         run.unsaved, run.handled_since_save, run.saved_at = None, 0, time.monotonic()
 
     def _save_progress_quietly(self, run: _Run) -> None:
@@ -419,34 +445,49 @@ class MailboxPoller:
         except Exception as error:  # noqa: BLE001 - the failure to report is the mailbox's; this one is logged
             log.warning("could not save the cursor of %s: %s", self._where(), error)
 
-    def _download(self, client: IMAPClient, uid: int) -> bytes | None:
-        fetched = client.fetch([uid], [_BODY_ITEM]).get(uid)
-        if fetched is None:
-            return None
-        for key, value in fetched.items():
-            if key.startswith(b"BODY[") and key.endswith(b"]"):
-                return bytes(value or b"")
-        return None
+    def _download(self, client: IMAPClient, uid: int, run: _Run, report: PollReport) -> bytes | None:
+        bodies = run.bodies
+        if uid not in bodies.downloaded:
+            # This one and the next few still wanted, in one FETCH; those not handed over are dropped.
+            budget = self.body_batch_bytes
+            if self.max_run_bytes:
+                budget = min(budget, self.max_run_bytes - report.bytes_downloaded)
+            chunk, size = [], 0
+            for wanted_uid, wanted_size in bodies.wanted_from(uid):
+                if chunk and (len(chunk) >= min(self.body_batch, run.limit - run.downloads)
+                              or size + wanted_size > budget):
+                    break
+                chunk.append(wanted_uid)
+                size += wanted_size
+            bodies.downloaded = {fetched_uid: _body(fetched)
+                                 for fetched_uid, fetched in client.fetch(chunk or [uid], [_BODY_ITEM]).items()}
+        return bodies.downloaded.pop(uid, None)
 
-    def _acknowledge(self, client: IMAPClient, uid: int, report: PollReport) -> None:
+    def _acknowledge_handled(self, run: _Run, report: PollReport) -> None:
+        if run.unacknowledged:
+            self._acknowledge(self._connect(), run.unacknowledged, report)
+            run.unacknowledged = []
+
+    def _acknowledge(self, client: IMAPClient, uids: list[int], report: PollReport) -> None:
         move_to = self.settings.move_to
         try:
             if not move_to:
-                client.add_flags([uid], [SEEN], silent=True)
+                client.add_flags(uids, [SEEN], silent=True)
             elif client.has_capability("MOVE"):
-                client.move([uid], move_to)
+                client.move(uids, move_to)
             else:
-                client.copy([uid], move_to)
-                client.add_flags([uid], [SEEN, DELETED], silent=True)
+                client.copy(uids, move_to)
+                client.add_flags(uids, [SEEN, DELETED], silent=True)
                 if client.has_capability("UIDPLUS"):
-                    client.uid_expunge([uid])
+                    client.uid_expunge(uids)
         except imaplib.IMAP4.abort:
             raise
         except IMAPClient.Error as error:
             # A refusal (read-only folder, missing target folder) is reported, not retried: the message is
             # committed, and acknowledging it again next run would be refused again.
-            log.error("could not acknowledge UID %s of %s: %s", uid, self._where(), _text(error))
-            report.errors.append(f"UID {uid}: not acknowledged: {_text(error)}")
+            listed = ", ".join(map(str, uids))
+            log.error("could not acknowledge UID %s of %s: %s", listed, self._where(), _text(error))
+            report.errors.append(f"UID {listed}: not acknowledged: {_text(error)}")
 
 
 def wait_for_new_mail(settings: MailboxSettings, timeout: float, *, uid_next: int | None = None,
@@ -501,8 +542,38 @@ class _Run:
     failed: set[int] = dataclasses.field(default_factory=set)
     #: The cursor as handled so far, when it has not been saved yet.
     unsaved: Cursor | None = None
+    #: Committed (or known) and waiting to be flagged or moved, oldest first.
+    unacknowledged: list[int] = dataclasses.field(default_factory=list)
+    bodies: _Bodies = dataclasses.field(default_factory=lambda: _Bodies([]))
     handled_since_save: int = 0
     saved_at: float = dataclasses.field(default_factory=time.monotonic)
+
+
+@dataclasses.dataclass
+class _Bodies:
+    """The bodies one batch of headers may need, in UID order, and those downloaded but not handed over yet."""
+
+    #: (UID, RFC822.SIZE) of each message not known to be stored already.
+    wanted: list[tuple[int, int]]
+    downloaded: dict[int, bytes | None] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def wanted_among(cls, uids: list[int], headers: dict, known: _KnownIds) -> _Bodies:
+        wanted, seen = [], set()
+        for uid in uids:
+            message_id = known.message_ids.get(uid)
+            if uid not in headers or message_id in known.stored:
+                continue
+            if message_id is not None:
+                if message_id in seen:
+                    continue  # a second copy: the first one's commit will most likely make it known
+                seen.add(message_id)
+            wanted.append((uid, int(headers[uid].get(_SIZE_ITEM) or 0)))
+        return cls(wanted)
+
+    def wanted_from(self, uid: int) -> list[tuple[int, int]]:
+        uids = [wanted_uid for wanted_uid, _ in self.wanted]
+        return self.wanted[bisect.bisect_left(uids, uid):] if uid in uids else [(uid, 0)]
 
 
 @dataclasses.dataclass
@@ -510,10 +581,16 @@ class _KnownIds:
     """One batch of headers: the Message-ID of each UID, and which are stored already (find_known's answer)."""
 
     message_ids: dict[int, str | None]
-    #: None without find_known: then is_known is asked for each message.
-    stored: set[str] | None
+    stored: set[str]
     #: Message-IDs handed to on_message since that answer was given.
     handed_over: set[str] = dataclasses.field(default_factory=set)
+
+
+def _body(fetched: dict) -> bytes | None:
+    for key, value in fetched.items():
+        if key.startswith(b"BODY[") and key.endswith(b"]"):
+            return bytes(value or b"")
+    return None
 
 
 def _message_id(fetched: dict) -> str | None:

@@ -1,6 +1,7 @@
 """Mail in through a real Dovecot: headers first, acknowledged after commit, one poller per mailbox."""
 
 import datetime as dt
+import imaplib
 import os
 import signal
 import subprocess
@@ -101,10 +102,15 @@ def stored_ids() -> list[str]:
 
 
 class Spy:
-    """Provides an IMAPClient class (`spy.client`) that notes which bodies it downloads and what it flags."""
+    """Provides an IMAPClient class (`spy.client`) that notes which bodies it downloads and what it flags.
+
+    `on_body(n)` is called after the n-th FETCH of bodies; `body_fetches` and `flag_commands` list the UIDs
+    of each such command.
+    """
 
     def __init__(self, on_body=None):
         self.bodies, self.flagged = [], []
+        self.body_fetches, self.flag_commands = [], []
         spy = self
 
         class SpyClient(IMAPClient):
@@ -112,12 +118,14 @@ class Spy:
                 result = super().fetch(messages, data, modifiers)
                 if "BODY.PEEK[]" in data:
                     spy.bodies.extend(messages)
+                    spy.body_fetches.append(list(messages))
                     if on_body is not None:
-                        on_body(len(spy.bodies))
+                        on_body(len(spy.body_fetches))
                 return result
 
             def add_flags(self, messages, flags, silent=False):
                 spy.flagged.extend(messages)
+                spy.flag_commands.append(list(messages))
                 return super().add_flags(messages, flags, silent)
 
         self.client = SpyClient
@@ -266,13 +274,14 @@ def test_large_mail_is_handed_over_whole_and_a_run_stops_at_its_byte_budget(mail
 def test_the_poller_reconnects_when_dovecot_restarts_mid_run_and_stores_everything_once(
         app, dovecot_server, mailbox, monkeypatch):
     monkeypatch.setitem(app.config, "HELPDESK_IMAP_RECONNECT_DELAY_SECONDS", 0.2)
+    monkeypatch.setitem(app.config, "HELPDESK_IMAP_BODIES_PER_FETCH", 2)
     email_account(mailbox)
     uids = [mailbox.append(raw_email(f"<r{n}@example.org>", sender=f"r{n}@example.org")) for n in range(1, 6)]
     restart = threading.Timer(0.5, dovecot_server.start)
 
-    def crash_after_second_download(downloads):
-        if downloads == 2:
-            # The body is in hand, the message is about to be stored, and the server goes away.
+    def crash_after_second_download(fetches):
+        if fetches == 2:
+            # Two bodies are in hand, about to be stored, and the server goes away.
             dovecot_server.stop()
             restart.start()
 
@@ -282,12 +291,59 @@ def test_the_poller_reconnects_when_dovecot_restarts_mid_run_and_stores_everythi
     finally:
         restart.join(10)
 
-    assert outcome.error is None and outcome.stored == 5
-    # The second message was stored before the drop; after reconnecting it is known, so it is only
-    # flagged, never downloaded or stored again.
-    assert outcome.skipped_known == 1 and spy.bodies == uids
+    assert outcome.error is None and outcome.stored == 5 and outcome.skipped_known == 0
+    # The third and fourth were stored while the server was gone; after reconnecting they are flagged,
+    # never downloaded or stored again.
+    assert spy.body_fetches == [uids[0:2], uids[2:4], uids[4:]]
+    assert spy.flag_commands[-2:] == [uids[2:4], uids[4:]]
     assert stored_ids() == sorted(f"<r{n}@example.org>" for n in range(1, 6))
     assert mailbox.seen_uids() == uids
+
+
+def test_bodies_are_downloaded_and_flagged_a_batch_per_command(app, mailbox, monkeypatch):
+    monkeypatch.setitem(app.config, "HELPDESK_IMAP_BODIES_PER_FETCH", 3)
+    account = email_account(mailbox)
+    uids = [mailbox.append(raw_email(f"<b{n}@example.org>", sender=f"b{n}@example.org")) for n in range(7)]
+    spy = Spy()
+
+    [outcome] = poll_each_mailbox(client_factory=spy.client)
+
+    assert outcome.stored == 7
+    assert spy.body_fetches == [uids[0:3], uids[3:6], uids[6:]]
+    assert spy.flag_commands == [uids[0:3], uids[3:6], uids[6:]]
+    assert mailbox.seen_uids() == uids and cursor_of(account).last_uid == uids[-1]
+
+
+def test_a_cursor_saved_before_its_messages_are_flagged_waits_below_them(mailbox):
+    uids = [mailbox.append(raw_email(f"<s{n}@example.org>", sender=f"s{n}@example.org")) for n in range(4)]
+    saved = []
+
+    class SavesAndFailsToFlag(MemoryCursor):
+        def save(self, value):
+            saved.append(value.last_uid)
+            super().save(value)
+
+    class NoFlags(IMAPClient):
+        def add_flags(self, messages, flags, silent=False):
+            raise imaplib.IMAP4.abort("the server hung up")
+
+    def store(raw):
+        ingest_raw_email(raw, "imap:test")
+        return True
+
+    cursor = SavesAndFailsToFlag()
+    with MailboxPoller(settings_for(mailbox), cursor, store, is_known_message_id, client_factory=NoFlags,
+                       save_every=2, max_reconnects=0) as poller, pytest.raises(MailboxUnavailable):
+        poller.poll()
+
+    # The first two were stored, but their flags never went through (the run stopped there): the cursor
+    # never passed them, so the next run reads them again by their headers and flags them as known.
+    assert stored_ids() == ["<s0@example.org>", "<s1@example.org>"]
+    assert mailbox.seen_uids() == [] and saved and max(saved) < uids[0]
+    with MailboxPoller(settings_for(mailbox), cursor, store, is_known_message_id) as poller:
+        report = poller.poll()
+    assert (report.stored, report.skipped_known) == (2, 2)
+    assert mailbox.seen_uids() == uids and cursor.cursor.last_uid == uids[-1]
 
 
 def test_a_renumbered_folder_is_read_again_without_storing_anything_twice(mailbox):
@@ -323,8 +379,8 @@ def test_two_workers_polling_one_mailbox_at_once_never_both_poll_it(app, mailbox
         mailbox.append(raw_email(f"<w{n}@example.org>", sender=f"w{n}@example.org"))
     first_is_polling, let_first_go_on = threading.Event(), threading.Event()
 
-    def hold_the_first_download(downloads):
-        if downloads == 1:
+    def hold_the_first_download(fetches):
+        if fetches == 1:
             first_is_polling.set()
             let_first_go_on.wait(10)
 
