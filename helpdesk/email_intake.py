@@ -14,7 +14,7 @@ from channels.email.parse import parse_email
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, InboundMessage, ThreadHints
 from helpdesk.database import begin_write
 from helpdesk.extensions import db
-from helpdesk.ingest import IngestResult, ingest_with
+from helpdesk.ingest import IngestResult, ingest_in_transaction, ingest_with
 from helpdesk.models import CustomerIdentity, Direction, Message
 from helpdesk.models.base import utcnow
 from helpdesk.outbound import has_our_message_id_shape, queue_acknowledgement
@@ -54,29 +54,99 @@ def take_in_email(raw: bytes, source: str, *, deliver_now: bool = True) -> Email
             log.info("dropped our own outgoing mail %s that came back through %s", inbound.external_id, source)
             return EmailIntake(dropped_reason="our own outgoing mail came back")
         bounced = find_bounced_message(inbound)
-        if bounced is not None:
-            # File the report with the conversation it is about, never as a new customer's ticket.
-            inbound = dataclasses.replace(
-                inbound, is_automatic=True, thread=ThreadHints(reply_to_external_ids=(bounced.external_id,))
-            )
-        acknowledgements: list[Message | None] = []
-
-        def acknowledge_new_ticket(result: IngestResult) -> None:
-            # In the message's own transaction: a crash can never store the ticket and lose its acknowledgement.
-            if result.is_new_ticket and not inbound.is_automatic:
-                acknowledgements.append(queue_acknowledgement(result.ticket, result.message))
-
-        result = ingest_with(inbound, before_commit=acknowledge_new_ticket)
+        inbound = _filed_with_bounced(inbound, bounced)
+        acknowledge = _Acknowledgement(inbound)
+        result = ingest_with(inbound, before_commit=acknowledge)
         if inbound.is_bounce:
             # Also after a duplicate delivery: a crash between the two transactions must not lose the bounce.
             apply_bounce(inbound, bounced.id if bounced is not None else None)
-        queued = any(message is not None for message in acknowledgements)
-        if queued and deliver_now:
+        if acknowledge.queued and deliver_now:
             enqueue("deliver_outbox")
-        return EmailIntake(result=result, queued_reply=queued)
+        return EmailIntake(result=result, queued_reply=acknowledge.queued)
     except Exception as error:  # any failure, parser bug or database error alike, must keep the bytes
         row = quarantine(ChannelName.EMAIL, source, raw, error)
         return EmailIntake(quarantined_id=row.id)
+
+
+class EmailBatch:
+    """Takes in many polled emails per transaction; `commit()` makes them stored.
+
+    A transaction per message cost more than most of the work in it (BEGIN, COMMIT, and on PostgreSQL a
+    round trip and a WAL flush each). Mail that needs more than one transaction (a bounce, our own mail,
+    mail that cannot be parsed) commits the batch and is taken in on its own. If anything in the batch fails,
+    the batch is rolled back and each of its messages is taken in again on its own, as take_in_email()
+    does: stored, or quarantined with its error. So one bad message costs its batch a retry, never a loss.
+    """
+
+    def __init__(self):
+        self._held: list[tuple[bytes, str]] = []
+        #: How many acknowledgements were queued (committed or held in the batch).
+        self.queued_replies = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def take_in(self, raw: bytes, source: str) -> None:
+        """Add one raw email to the batch, or take it in on its own when it cannot join one."""
+        try:
+            inbound = parse_email(raw)
+            joins = inbound.bounce is None and not has_our_message_id_shape(inbound.external_id)
+        except Exception:  # take_in_email quarantines it, with the error
+            joins = False
+        if not joins:
+            self.commit()
+            self.queued_replies += take_in_email(raw, source, deliver_now=False).queued_reply
+            return
+        try:
+            acknowledge = _Acknowledgement(inbound)
+            ingest_in_transaction(inbound, before_commit=acknowledge)
+        except Exception as error:
+            log.warning("a batch of %d emails failed at %s (%s); storing each on its own",
+                        len(self._held) + 1, source, error)
+            self._held.append((raw, source))
+            self._one_by_one()
+            return
+        self._held.append((raw, source))
+        self.queued_replies += acknowledge.queued
+
+    def commit(self) -> None:
+        """Commit the batch; if that fails, take each of its emails in on its own."""
+        if not self._held:
+            return
+        try:
+            db.session.commit()
+        except Exception as error:
+            log.warning("committing %d emails failed (%s); storing each on its own", len(self._held), error)
+            self._one_by_one()
+            return
+        self._held.clear()
+
+    def _one_by_one(self) -> None:
+        db.session.rollback()
+        held, self._held = self._held, []
+        for raw, source in held:
+            self.queued_replies += take_in_email(raw, source, deliver_now=False).queued_reply
+
+
+def _filed_with_bounced(inbound: InboundMessage, bounced: Message | None) -> InboundMessage:
+    if bounced is None:
+        return inbound
+    # File the report with the conversation it is about, never as a new customer's ticket.
+    return dataclasses.replace(
+        inbound, is_automatic=True, thread=ThreadHints(reply_to_external_ids=(bounced.external_id,)))
+
+
+class _Acknowledgement:
+    """The before-commit step that queues a new ticket's acknowledgement in the message's own transaction, so
+    a crash can never store the ticket and lose its acknowledgement."""
+
+    def __init__(self, inbound: InboundMessage):
+        self.inbound = inbound
+        self.queued = False
+
+    def __call__(self, result: IngestResult) -> None:
+        if result.is_new_ticket and not self.inbound.is_automatic:
+            self.queued = queue_acknowledgement(result.ticket, result.message) is not None
 
 
 def is_own_outgoing(inbound: InboundMessage) -> bool:

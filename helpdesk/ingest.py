@@ -125,21 +125,12 @@ def ingest_with(inbound: InboundMessage, *, before_commit: BeforeCommit | None =
             # The dedupe check runs in the writer's transaction: one transaction per message, and on SQLite
             # nobody can store the same message between the check and the insert.
             begin_write()
-            triage_config = None
-            if may_continue_conversation(inbound):
-                result, triage_config = write_continuation(inbound)
-                if result is not None:
-                    return _commit(result, before_commit)
-            if triage_config is None and not inbound.is_automatic:
-                # Read before anything is added, so the reads need not flush it. (Automatic mail runs no rule on
-                # a known ticket; should it open one, triage reads them itself.)
-                triage_config = TriageConfig.current()
-            existing = find_message_by_dedupe_key(inbound.dedupe_key)
-            if existing is not None:
-                result = _duplicate_of(existing)
+            result = _write(inbound, before_commit)
+            if result.is_duplicate:
                 db.session.rollback()  # nothing to write: let go of the write lock at once
-                return result
-            return _ingest_once(inbound, before_commit, triage_config)
+            else:
+                db.session.commit()
+            return result
         except IntegrityError as error:
             # Lost a race: another process stored this message (or this customer) first. Look again.
             db.session.rollback()
@@ -157,6 +148,33 @@ def ingest_with(inbound: InboundMessage, *, before_commit: BeforeCommit | None =
     if existing is not None:
         return _duplicate_of(existing)
     raise IngestError(f"could not store {inbound.dedupe_key} after {_ATTEMPTS} attempts")
+
+
+def ingest_in_transaction(inbound: InboundMessage, *, before_commit: BeforeCommit | None = None) -> IngestResult:
+    """Write `inbound` as ingest_with() does, into the session's open write transaction; the caller commits.
+
+    For callers that store many messages per transaction. Nothing is retried here: on any error the caller
+    rolls the whole transaction back (and may store each message on its own through ingest_with()).
+    """
+    begin_write()
+    return _write(inbound, before_commit)
+
+
+def _write(inbound: InboundMessage, before_commit: BeforeCommit | None) -> IngestResult:
+    """Add `inbound` to the open write transaction, or find it stored already; commit nothing."""
+    triage_config = None
+    if may_continue_conversation(inbound):
+        result, triage_config = write_continuation(inbound)
+        if result is not None:
+            return _before_commit(result, before_commit)
+    if triage_config is None and not inbound.is_automatic:
+        # Read before anything is added, so the reads need not flush it. (Automatic mail runs no rule on
+        # a known ticket; should it open one, triage reads them itself.)
+        triage_config = TriageConfig.current()
+    existing = find_message_by_dedupe_key(inbound.dedupe_key)
+    if existing is not None:
+        return _duplicate_of(existing)
+    return _ingest_once(inbound, before_commit, triage_config)
 
 
 def _duplicate_of(existing: Message) -> IngestResult:
@@ -344,15 +362,14 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
     payload = {"ticket": ticket.number, "message_id": message.id, "subject": ticket.subject,
                "customer": actor_label, "channel": str(inbound.channel)}
     publish_after_commit(db.session(), "ticket.created" if is_new_ticket else "message.created", payload)
-    return _commit(IngestResult.of(message, ticket, is_duplicate=False, is_new_ticket=is_new_ticket,
-                                   thread_reason=reason), before_commit)
+    return _before_commit(IngestResult.of(message, ticket, is_duplicate=False, is_new_ticket=is_new_ticket,
+                                          thread_reason=reason), before_commit)
 
 
-def _commit(result: IngestResult, before_commit: BeforeCommit | None) -> IngestResult:
-    """Let `before_commit` add its writes to the new message's transaction, then commit it."""
+def _before_commit(result: IngestResult, before_commit: BeforeCommit | None) -> IngestResult:
+    """Let `before_commit` add its writes to the new message's transaction."""
     if before_commit is not None:
         before_commit(result)
-    db.session.commit()
     return result
 
 

@@ -32,7 +32,7 @@ from channels.email.imap import (
 )
 from channels.messages import ChannelName
 from helpdesk.database import begin_write
-from helpdesk.email_intake import take_in_email
+from helpdesk.email_intake import EmailBatch
 from helpdesk.extensions import db
 from helpdesk.models import ChannelAccount, MailboxCursor, Message
 from helpdesk.models.base import utcnow
@@ -51,8 +51,9 @@ BACKOFF_MAX = dt.timedelta(hours=1)
 #: HELPDESK_IMAP_RECONNECT_DELAY_SECONDS (at least MIN_RETRY_DELAY), doubling, up to UNREACHABLE_BACKOFF_MAX.
 UNREACHABLE_BACKOFF_MAX = dt.timedelta(seconds=30)
 MIN_RETRY_DELAY = dt.timedelta(seconds=0.1)
-#: The cursor is saved (and the lease renewed) after this many messages, or after a third of the lease.
-CURSOR_SAVE_EVERY = 25
+#: The cursor is saved (and the lease renewed) after this many messages, or after a third of the lease. The
+#: messages handled since are committed just before, in one transaction.
+CURSOR_SAVE_EVERY = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +218,7 @@ def _poll_mailbox(mailbox: Mailbox, limit: int | None, client_factory: ClientFac
         on_message=lambda raw: replies.store(raw, source),
         is_known=is_known_message_id,
         find_known=known_message_ids,
+        commit_handled=replies.commit,
         save_every=CURSOR_SAVE_EVERY,
         save_interval=lease.total_seconds() / 3,
         client_factory=client_factory,
@@ -263,23 +265,30 @@ def known_message_ids(message_ids: Collection[str]) -> set[str]:
 
 
 class QueuedReplies:
-    """Takes in polled mail; the acknowledgements it queues are sent by one delivery job when the block ends.
+    """Takes in polled mail, many messages per transaction; the acknowledgements it queues are sent by one
+    delivery job when the block ends.
 
     One job for a whole drain rather than one per message: with jobs in threads of this process, deliveries
     running beside the poller would compete with it for the database (on SQLite, its write lock).
     """
 
     def __init__(self):
-        self.count = 0
+        self._batch = EmailBatch()
         self._depth = 0
 
     def store(self, raw: bytes, source: str) -> bool:
-        """Take in one polled message; return True once it is committed (stored or quarantined)."""
-        # take_in_email quarantines what it cannot store: that is committed too, so it counts as handled. It
+        """Take in one polled message into the open batch; the poller calls commit() before flagging it."""
+        # The batch quarantines what it cannot store: that is committed too, so it counts as handled. It
         # raises only when even the quarantine could not be written; then the poller keeps the message.
-        intake = take_in_email(raw, source, deliver_now=False)
-        self.count += intake.queued_reply
+        self._batch.take_in(raw, source)
         return True
+
+    def commit(self) -> None:
+        self._batch.commit()
+
+    @property
+    def count(self) -> int:
+        return self._batch.queued_replies
 
     def __enter__(self) -> Self:
         self._depth += 1
@@ -287,9 +296,15 @@ class QueuedReplies:
 
     def __exit__(self, *exc_info) -> None:
         self._depth -= 1
-        if self._depth or not self.count:
+        if self._depth:
             return  # an outer block sends them
-        count, self.count = self.count, 0
+        if len(self._batch):
+            # Never left open: the poller commits before it lets go of a mailbox. This is a bug's safety net.
+            log.error("%d polled emails were left uncommitted; committing them now", len(self._batch))
+            self._batch.commit()
+        count, self._batch.queued_replies = self._batch.queued_replies, 0
+        if not count:
+            return
         try:
             enqueue("deliver_outbox")
         except Exception:  # the periodic delivery job sends them all the same

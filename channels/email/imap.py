@@ -200,6 +200,7 @@ class MailboxPoller:
         is_known: Callable[[str], bool],
         *,
         find_known: Callable[[Collection[str]], Collection[str]] | None = None,
+        commit_handled: Callable[[], None] | None = None,
         save_every: int = 1,
         save_interval: float | None = None,
         client_factory: ClientFactory = IMAPClient,
@@ -219,6 +220,11 @@ class MailboxPoller:
         self.is_known = is_known
         #: Which of these Message-IDs are stored already: one question per batch of headers, not per message.
         self.find_known = find_known
+        #: With this, on_message may return True for a message it only holds in an open transaction: the
+        #: poller calls commit_handled() before it flags anything, saves the cursor, asks what is known, or
+        #: sends the server another command (so no transaction waits on the network). If it raises, every
+        #: message handed over since its last call counts as not committed.
+        self.commit_handled = commit_handled
         #: The cursor is saved after this many handled messages, or once `save_interval` seconds passed since
         #: the last save, and at the end of the run. Saving less often is safe: after a crash, what was
         #: handled since is read again by its headers and skipped as known (it is flagged already).
@@ -272,7 +278,7 @@ class MailboxPoller:
                     self._reconnect(report, error)
         except MailboxError as error:
             error.report = report
-            self._save_progress_quietly(run)
+            self._save_progress_quietly(run, report)
             raise
 
     def _connect(self) -> IMAPClient:
@@ -319,6 +325,7 @@ class MailboxPoller:
             # a batch of it is simply followed by the next).
             batch = uids[start:start + min(self.header_batch, max(1, run.limit - run.downloads))]
             start += len(batch)
+            self._commit_handled(run, report)
             headers = client.fetch(batch, [_HEADER_ITEM, "FLAGS", "RFC822.SIZE"])
             known = self._known_among(headers)
             run.bodies = _Bodies.wanted_among(batch, headers, known)
@@ -344,10 +351,11 @@ class MailboxPoller:
             stored = set(self.find_known(wanted))
         return _KnownIds(message_ids, stored)
 
-    def _is_known(self, message_id: str, known: _KnownIds) -> bool:
+    def _is_known(self, message_id: str, known: _KnownIds, run: _Run, report: PollReport) -> bool:
         # A Message-ID handed over since the batch was looked up (a second copy of one mail, delivered to two
         # of our addresses) may be stored by now: ask again.
         if message_id in known.handed_over:
+            self._commit_handled(run, report)
             return self.is_known(message_id)
         return message_id in known.stored
 
@@ -376,7 +384,7 @@ class MailboxPoller:
             # Expunged since the search: nothing left to store.
             return self._advance(cursor, uid, run, report)
         message_id = known.message_ids.get(uid)
-        if message_id is not None and self._is_known(message_id, known):
+        if message_id is not None and self._is_known(message_id, known, run, report):
             # Flagged already when it sits behind a message the cursor waits for; no need to say it again.
             if self.settings.move_to or SEEN not in header.get(b"FLAGS", ()):
                 run.unacknowledged.append(uid)
@@ -399,6 +407,8 @@ class MailboxPoller:
             log.exception("UID %s of %s could not be handed over", uid, self._where())
             committed, problem = False, f"{type(error).__name__}: {error}"
         if not committed:
+            # What the same transaction held before this message may be gone with it.
+            self._fail_uncommitted(run, report, f"not committed: the message after it failed ({problem})")
             run.failed.add(uid)
             run.handled.add(uid)
             report.failed_uids.append(uid)
@@ -406,6 +416,8 @@ class MailboxPoller:
             return cursor
         report.stored += 1
         run.unacknowledged.append(uid)
+        if self.commit_handled is not None:
+            run.uncommitted.append(uid)
         return self._advance(cursor, uid, run, report)
 
     def _advance(self, cursor: Cursor, uid: int, run: _Run, report: PollReport) -> Cursor:
@@ -415,6 +427,9 @@ class MailboxPoller:
         # all the same: saving is how a store renews its hold on the mailbox.
         if not run.failed:
             cursor = Cursor(cursor.uid_validity, uid)
+        else:
+            # Also below messages found uncommitted after the cursor had passed them (see _fail_uncommitted).
+            cursor = Cursor(cursor.uid_validity, min(cursor.last_uid, min(run.failed) - 1))
         run.unsaved, run.handled_since_save = cursor, run.handled_since_save + 1
         is_due = run.handled_since_save >= self.save_every or (
             self.save_interval is not None and time.monotonic() - run.saved_at >= self.save_interval)
@@ -425,6 +440,8 @@ class MailboxPoller:
         return cursor
 
     def _save_progress(self, run: _Run, report: PollReport | None = None) -> None:
+        if report is not None:
+            self._commit_handled(run, report)
         if run.unacknowledged and report is not None and self._client is not None:
             self._acknowledge_handled(run, report)
         if run.unsaved is None:
@@ -437,9 +454,10 @@ class MailboxPoller:
         self.cursor_store.save(cursor)
         run.unsaved, run.handled_since_save, run.saved_at = None, 0, time.monotonic()
 
-    def _save_progress_quietly(self, run: _Run) -> None:
+    def _save_progress_quietly(self, run: _Run, report: PollReport) -> None:
         # The mailbox failed; keep what was handled, if the store lets us. If not, the next run reads those
         # messages' headers again and skips them as known.
+        self._commit_handled(run, report)
         try:
             self._save_progress(run)
         except Exception as error:  # noqa: BLE001 - the failure to report is the mailbox's; this one is logged
@@ -452,6 +470,7 @@ class MailboxPoller:
             budget = self.body_batch_bytes
             if self.max_run_bytes:
                 budget = min(budget, self.max_run_bytes - report.bytes_downloaded)
+            self._commit_handled(run, report)
             chunk, size = [], 0
             for wanted_uid, wanted_size in bodies.wanted_from(uid):
                 if chunk and (len(chunk) >= min(self.body_batch, run.limit - run.downloads)
@@ -463,7 +482,34 @@ class MailboxPoller:
                                  for fetched_uid, fetched in client.fetch(chunk or [uid], [_BODY_ITEM]).items()}
         return bodies.downloaded.pop(uid, None)
 
+    def _commit_handled(self, run: _Run, report: PollReport) -> None:
+        if not run.uncommitted:
+            return
+        try:
+            self.commit_handled()
+        except Exception as error:  # as when on_message fails: the next run tries these again
+            log.exception("UID %s of %s could not be committed", ", ".join(map(str, run.uncommitted)),
+                          self._where())
+            self._fail_uncommitted(run, report, f"{type(error).__name__}: {error}")
+        run.uncommitted = []
+
+    def _fail_uncommitted(self, run: _Run, report: PollReport, problem: str) -> None:
+        """Count what was handed over since the last commit_handled as not committed (some may be: those are
+        known by the next run, and only flagged)."""
+        lost = set(run.uncommitted)
+        if not lost:
+            return
+        run.unacknowledged = [uid for uid in run.unacknowledged if uid not in lost]
+        run.failed.update(lost)
+        report.stored -= len(lost)
+        report.failed_uids.extend(run.uncommitted)
+        report.errors.extend(f"UID {uid}: {problem}" for uid in run.uncommitted)
+        run.uncommitted = []
+        if run.unsaved is not None:
+            run.unsaved = Cursor(run.unsaved.uid_validity, min(run.unsaved.last_uid, min(lost) - 1))
+
     def _acknowledge_handled(self, run: _Run, report: PollReport) -> None:
+        self._commit_handled(run, report)
         if run.unacknowledged:
             self._acknowledge(self._connect(), run.unacknowledged, report)
             run.unacknowledged = []
@@ -544,6 +590,8 @@ class _Run:
     unsaved: Cursor | None = None
     #: Committed (or known) and waiting to be flagged or moved, oldest first.
     unacknowledged: list[int] = dataclasses.field(default_factory=list)
+    #: Handed over since commit_handled was last called.
+    uncommitted: list[int] = dataclasses.field(default_factory=list)
     bodies: _Bodies = dataclasses.field(default_factory=lambda: _Bodies([]))
     handled_since_save: int = 0
     saved_at: float = dataclasses.field(default_factory=time.monotonic)

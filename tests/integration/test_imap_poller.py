@@ -26,7 +26,8 @@ from channels.email.imap import (
 )
 from channels.email.parse import parse_email
 from channels.messages import ChannelName
-from helpdesk.email_intake import ingest_raw_email, take_in_email
+from helpdesk import email_intake
+from helpdesk.email_intake import EmailBatch, ingest_raw_email
 from helpdesk.extensions import db
 from helpdesk.jobs import poll_mailboxes
 from helpdesk.mail_commands import register
@@ -43,6 +44,7 @@ from helpdesk.models import (
 from helpdesk.models.base import utcnow
 from helpdesk.tasks import enqueue
 from tests.fakes.dovecot import AWKWARD_USER, LOCKED_REASON, LOCKED_USER, running_dovecot
+from tests.integration.engine_events import engine_events
 from tests.servers import REPO_ROOT, flask_command, stop_process
 
 pytestmark = pytest.mark.integration
@@ -698,18 +700,20 @@ def test_acknowledgements_of_polled_mail_are_committed_with_it_and_sent_by_one_j
         jobs.append(name)
         enqueue(name)  # inline in tests: delivers now
 
-    def spy_on_intake(raw, source, **options):
+    take_in = EmailBatch.take_in
+
+    def spy_on_intake(batch, raw, source):
+        # Read in the batch's own transaction: what it holds so far.
         states = db.session.scalars(sa.select(OutboxItem.state)).all()
         outbox_while_polling.append((len(states), states.count(OutboxState.SENT)))
-        db.session.rollback()
-        return take_in_email(raw, source, **options)
+        return take_in(batch, raw, source)
 
     monkeypatch.setattr("helpdesk.mailboxes.enqueue", deliver_later)
-    monkeypatch.setattr("helpdesk.mailboxes.take_in_email", spy_on_intake)
+    monkeypatch.setattr(EmailBatch, "take_in", spy_on_intake)
 
     assert poll_all_mailboxes() == 3
 
-    # Each acknowledgement was committed with its message and none was sent during the poll; then one job sent all.
+    # Each acknowledgement was written with its message and none was sent during the poll; then one job sent all.
     assert outbox_while_polling == [(0, 0), (1, 0), (2, 0)] and jobs == ["deliver_outbox"]
     assert db.session.scalars(sa.select(OutboxItem.state)).all() == [OutboxState.SENT] * 3
 
@@ -743,3 +747,92 @@ def test_the_cursor_is_saved_every_few_messages_and_at_the_end_of_the_run(mailbo
     assert report.stored == 7
     # The first save records the folder's UIDVALIDITY; then every third message, and the rest at the end.
     assert saved == [0, uids[2], uids[5], uids[6]]
+
+
+def test_polled_mail_is_stored_many_messages_per_transaction_and_a_reply_in_the_same_batch_finds_its_ticket(
+        app, mailbox, monkeypatch):
+    monkeypatch.setitem(app.config, "HELPDESK_IMAP_BODIES_PER_FETCH", 10)
+    monkeypatch.setattr("helpdesk.mailboxes.enqueue", lambda name: None)  # deliveries commit too: not now
+    email_account(mailbox)
+    for n in range(12):
+        mailbox.append(raw_email(f"<many{n}@example.org>", sender=f"many{n}@example.org", subject=f"Question {n}"))
+    mailbox.append(raw_email("<many-reply@example.org>", sender="many3@example.org", subject="Re: Question 3",
+                             body="Any news?", in_reply_to="<many3@example.org>"))
+
+    timeline = []  # "insert" for each statement inserting messages, "commit" for each commit, in order
+
+    def note_message_insert(connection, cursor, statement, *rest):
+        if statement.startswith("INSERT INTO message "):
+            timeline.append("insert")
+
+    with engine_events("before_cursor_execute", note_message_insert), \
+            engine_events("commit", lambda *_: timeline.append("commit")):
+        [outcome] = poll_each_mailbox()
+
+    assert outcome.stored == 13 and mailbox.seen_uids() == list(range(1, 14))
+    # 13 messages (and 12 acknowledgements) in two transactions: 10, then 3.
+    transactions = "".join("i" if event == "insert" else "|" for event in timeline).split("|")
+    assert len([writes for writes in transactions if writes]) == 2
+    tickets = {message.external_id: message.ticket_id for message in db.session.scalars(sa.select(Message))}
+    assert tickets["<many-reply@example.org>"] == tickets["<many3@example.org>"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Ticket)) == 12
+    # Each new ticket got its acknowledgement, committed in the same batch as its message.
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem)) == 12
+
+
+def test_a_message_that_fails_in_a_batch_is_quarantined_and_the_rest_of_its_batch_is_stored_once(
+        mailbox, monkeypatch):
+    account = email_account(mailbox)
+    subjects = ["First", "Second", "Poison", "Fourth", "Fifth"]
+    for n, subject in enumerate(subjects):
+        mailbox.append(raw_email(f"<batch{n}@example.org>", sender=f"batch{n}@example.org", subject=subject))
+    queue_acknowledgement = email_intake.queue_acknowledgement
+
+    def fails_on_poison(ticket, message):
+        if ticket.subject == "Poison":
+            raise RuntimeError("template exploded")
+        return queue_acknowledgement(ticket, message)
+
+    monkeypatch.setattr(email_intake, "queue_acknowledgement", fails_on_poison)
+
+    [outcome] = poll_each_mailbox()
+
+    assert outcome.stored == 5 and outcome.problems == ()
+    assert stored_ids() == sorted(f"<batch{n}@example.org>" for n in (0, 1, 3, 4))
+    [quarantined] = db.session.scalars(sa.select(QuarantinedMessage))
+    assert b"<batch2@example.org>" in quarantined.raw and "template exploded" in quarantined.error
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem)) == 4
+    assert mailbox.seen_uids() == [1, 2, 3, 4, 5] and cursor_of(account).last_uid == 5
+
+
+def test_messages_whose_commit_failed_are_neither_flagged_nor_passed_by_the_cursor(mailbox):
+    uids = [mailbox.append(raw_email(f"<c{n}@example.org>", sender=f"c{n}@example.org")) for n in range(5)]
+    held, stored = [], []
+    commit_fails = [True]
+
+    def hold(raw):
+        held.append(parse_email(raw).external_id)
+        return True
+
+    def commit():
+        if commit_fails[0]:
+            held.clear()
+            raise OperationalError("COMMIT", {}, ConnectionError("server closed"))
+        stored.extend(held)
+        held.clear()
+
+    cursor = MemoryCursor()
+    with MailboxPoller(settings_for(mailbox), cursor, hold, lambda message_id: message_id in stored,
+                       commit_handled=commit, body_batch=2) as poller:
+        report = poller.poll()
+
+    assert report.stored == 0 and report.failed_uids == uids
+    assert mailbox.seen_uids() == [] and cursor.cursor.last_uid == 0
+
+    commit_fails[0] = False
+    with MailboxPoller(settings_for(mailbox), cursor, hold, lambda message_id: message_id in stored,
+                       commit_handled=commit, body_batch=2) as poller:
+        report = poller.poll()
+    assert report.stored == 5 and report.failed_uids == []
+    assert sorted(stored) == sorted(f"<c{n}@example.org>" for n in range(5))
+    assert mailbox.seen_uids() == uids and cursor.cursor.last_uid == uids[-1]
