@@ -40,6 +40,15 @@ def _surviving(customer: Customer) -> Customer:
     return customer
 
 
+def _insert_customer(identity: SenderIdentity) -> Customer:
+    """Insert a new customer with `identity` at once, outside the unit of work (a flush of its own cost more
+    than the rest of a new customer's message)."""
+    customer = db.session.scalars(sa.insert(Customer).returning(Customer), [{"name": identity.display_name or ""}]).one()
+    db.session.connection().execute(sa.insert(CustomerIdentity.__table__), [
+        {"customer_id": customer.id, "kind": identity.kind, "value": identity.value}])
+    return customer
+
+
 def _add_identity(customer: Customer | None, identity: SenderIdentity) -> Customer:
     """Attach `identity` to `customer` (a new customer when None); return whoever owns it afterwards.
 
@@ -51,8 +60,7 @@ def _add_identity(customer: Customer | None, identity: SenderIdentity) -> Custom
         # identity between our lookup and this insert, so no savepoint (and no flush) is needed for a race.
         # A read transaction that tries to write fails at the write, not here, which is just as safe.
         if customer is None:
-            customer = Customer(name=identity.display_name or "")
-            db.session.add(customer)
+            return _insert_customer(identity)
         customer.identities.append(CustomerIdentity(kind=identity.kind, value=identity.value))
         return customer
     try:
