@@ -170,11 +170,28 @@ def _write(inbound: InboundMessage, before_commit: BeforeCommit | None) -> Inges
     if triage_config is None and not inbound.is_automatic:
         # Read before anything is added, so the reads need not flush it. (Automatic mail runs no rule on
         # a known ticket; should it open one, triage reads them itself.)
-        triage_config = TriageConfig.current()
+        triage_config = _triage_config_of_transaction()
     existing = find_message_by_dedupe_key(inbound.dedupe_key)
     if existing is not None:
         return _duplicate_of(existing)
     return _ingest_once(inbound, before_commit, triage_config)
+
+
+def _triage_config_of_transaction() -> TriageConfig:
+    """The rules and policies, asked for once per transaction: a transaction that stores many messages reads
+    them as they were when it stored its first."""
+    session = db.session()
+    transaction = session.get_transaction()
+    held = session.info.get(_TRIAGE_CONFIG_KEY)
+    if held is not None and held[0] is transaction:
+        return held[1]
+    config = TriageConfig.current()
+    # The transaction itself is held, not its id: a later one can never be mistaken for it.
+    session.info[_TRIAGE_CONFIG_KEY] = (transaction, config)
+    return config
+
+
+_TRIAGE_CONFIG_KEY = "helpdesk.ingest.triage_config"
 
 
 def _duplicate_of(existing: Message) -> IngestResult:

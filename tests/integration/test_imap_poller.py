@@ -760,10 +760,13 @@ def test_polled_mail_is_stored_many_messages_per_transaction_and_a_reply_in_the_
                              body="Any news?", in_reply_to="<many3@example.org>"))
 
     timeline = []  # "insert" for each statement inserting messages, "commit" for each commit, in order
+    rules_checked = []
 
     def note_message_insert(connection, cursor, statement, *rest):
         if statement.startswith("INSERT INTO message "):
             timeline.append("insert")
+        if "max(triage_rule.updated_at)" in statement:
+            rules_checked.append(statement)
 
     with engine_events("before_cursor_execute", note_message_insert), \
             engine_events("commit", lambda *_: timeline.append("commit")):
@@ -773,6 +776,8 @@ def test_polled_mail_is_stored_many_messages_per_transaction_and_a_reply_in_the_
     # 13 messages (and 12 acknowledgements) in two transactions: 10, then 3.
     transactions = "".join("i" if event == "insert" else "|" for event in timeline).split("|")
     assert len([writes for writes in transactions if writes]) == 2
+    # Whether the triage rules changed is asked once per transaction, not once per message.
+    assert len(rules_checked) == 2
     tickets = {message.external_id: message.ticket_id for message in db.session.scalars(sa.select(Message))}
     assert tickets["<many-reply@example.org>"] == tickets["<many3@example.org>"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Ticket)) == 12
