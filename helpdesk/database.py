@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app, request
 from sqlalchemy.exc import OperationalError
 
 from helpdesk.extensions import db
+
+T = TypeVar("T")
 
 
 def _on_sqlite_connect(dbapi_connection, connection_record) -> None:
@@ -105,3 +109,22 @@ def begin_write() -> None:
     except BaseException:
         lock.release()
         raise
+
+
+def once_per_transaction(key: str, compute: Callable[[], T]) -> T:
+    """Return `compute()`, worked out once per transaction of the session: a transaction that stores many
+    messages reads what they all need (the rules, a template) as it was when it needed it first."""
+    session = db.session()
+    transaction = session.get_transaction()
+    if transaction is None:
+        return compute()  # no transaction yet: nothing to tie the value to
+    held = session.info.setdefault(_PER_TRANSACTION, {}).get(key)
+    if held is not None and held[0] is transaction:
+        return held[1]
+    value = compute()
+    # The transaction itself is held, not its id: a later one can never be mistaken for it.
+    session.info[_PER_TRANSACTION][key] = (transaction, value)
+    return value
+
+
+_PER_TRANSACTION = "helpdesk.per_transaction"

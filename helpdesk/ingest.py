@@ -16,7 +16,7 @@ from channels.html import html_to_text, sanitize_html
 from channels.messages import InboundMessage
 from helpdesk.attachments import store_attachment
 from helpdesk.customers import normalize_identity, resolve_customer
-from helpdesk.database import begin_write
+from helpdesk.database import begin_write, once_per_transaction
 from helpdesk.extensions import db
 from helpdesk.models import (
     Customer,
@@ -34,7 +34,6 @@ from helpdesk.triage.engine import (
     apply_triage,
     clock_inputs,
     config_stamp_columns,
-    detect_ticket_language,
     message_language,
 )
 
@@ -170,28 +169,11 @@ def _write(inbound: InboundMessage, before_commit: BeforeCommit | None) -> Inges
     if triage_config is None and not inbound.is_automatic:
         # Read before anything is added, so the reads need not flush it. (Automatic mail runs no rule on
         # a known ticket; should it open one, triage reads them itself.)
-        triage_config = _triage_config_of_transaction()
+        triage_config = once_per_transaction("triage_config", TriageConfig.current)
     existing = find_message_by_dedupe_key(inbound.dedupe_key)
     if existing is not None:
         return _duplicate_of(existing)
     return _ingest_once(inbound, before_commit, triage_config)
-
-
-def _triage_config_of_transaction() -> TriageConfig:
-    """The rules and policies, asked for once per transaction: a transaction that stores many messages reads
-    them as they were when it stored its first."""
-    session = db.session()
-    transaction = session.get_transaction()
-    held = session.info.get(_TRIAGE_CONFIG_KEY)
-    if held is not None and held[0] is transaction:
-        return held[1]
-    config = TriageConfig.current()
-    # The transaction itself is held, not its id: a later one can never be mistaken for it.
-    session.info[_TRIAGE_CONFIG_KEY] = (transaction, config)
-    return config
-
-
-_TRIAGE_CONFIG_KEY = "helpdesk.ingest.triage_config"
 
 
 def _duplicate_of(existing: Message) -> IngestResult:
@@ -339,9 +321,10 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
             "address": sender.value,
             "created_at": inbound.received_at or utcnow(),
         }
-        if not inbound.is_automatic:
-            ticket.last_customer_message_at = utcnow()
-        ticket.updated_at = utcnow()
+        if not is_new_ticket:  # a new one was inserted with these
+            if not inbound.is_automatic:
+                ticket.last_customer_message_at = utcnow()
+            ticket.updated_at = utcnow()
         attachments = [store_attachment(data) for data in inbound.attachments]
         if attachments:
             message = Message(ticket=ticket, author_customer=customer, attachments=attachments, **values)
@@ -407,20 +390,24 @@ def _thread_into_ticket(
         else:
             closed = ticket
             reason = f"{reason}; #{closed.number} is closed, so a follow-up ticket was opened"
-            ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason,
-                                 actor_label=actor_label)
-            ticket.follow_up_of_id = closed.id
+            ticket = _open_ticket_for(inbound, customer, reason, actor_label, follow_up_of_id=closed.id)
             is_new_ticket = True
     elif ticket is None:
-        ticket = open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason,
-                             actor_label=actor_label)
+        ticket = _open_ticket_for(inbound, customer, reason, actor_label)
         is_new_ticket = True
     else:
         _wake_ticket(ticket, inbound, actor_label)
-    if is_new_ticket:
-        # Triage would set it after the insert below; set now, the ticket is inserted with it.
-        detect_ticket_language(ticket, inbound)
     return ticket, reason, is_new_ticket, clock_before
+
+
+def _open_ticket_for(inbound: InboundMessage, customer: Customer, reason: str, actor_label: str,
+                     **columns) -> Ticket:
+    # What the message sets on its new ticket goes into the ticket's INSERT, not an UPDATE right after it.
+    # (Triage would set the language; set now, it only reads it.)
+    if not inbound.is_automatic:
+        columns["last_customer_message_at"] = utcnow()
+    return open_ticket(customer, inbound.channel, _subject_for(inbound), reason=reason, actor_label=actor_label,
+                       language=message_language(inbound), **columns)
 
 
 def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | None, str]:

@@ -17,6 +17,7 @@ from flask import current_app
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
+from helpdesk.database import once_per_transaction
 from helpdesk.extensions import db
 from helpdesk.models import MessageTemplate, Ticket
 
@@ -118,7 +119,8 @@ def find_message_template(name: str, language: str | None) -> MessageTemplate | 
 def render_acknowledgement(ticket: Ticket) -> tuple[str | None, str]:
     """Return the acknowledgement of `ticket`: a subject (None when not customised) and the text."""
     customer_name = ticket.customer.name
-    template = find_message_template(ACKNOWLEDGEMENT, ticket.language)
+    template = once_per_transaction(f"template:{ACKNOWLEDGEMENT}:{ticket.language}",
+                                    lambda: find_message_template(ACKNOWLEDGEMENT, ticket.language))
     if template is not None:
         context = {
             "ticket": TicketPlaceholders(ticket.number, ticket.subject or "", ticket.language),

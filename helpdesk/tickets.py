@@ -83,8 +83,12 @@ def record_event_row(ticket_id: int, kind: str, data: dict[str, Any] | None = No
     }])
 
 
-def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor_label: str | None = None) -> Ticket:
-    """Create a new ticket with defaults (first line, normal priority) and its creation event."""
+def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor_label: str | None = None,
+                **columns) -> Ticket:
+    """Create a new ticket with defaults (first line, normal priority) and its creation event.
+
+    `columns` are further values to insert it with (a caller that would set them right after saves an UPDATE).
+    """
     if customer.id is None:
         db.session.flush()  # the new customer gets its id
     # Inserted at once, outside the unit of work: a flush for it cost more than the rest of opening it.
@@ -96,6 +100,7 @@ def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor
         "priority": Priority.NORMAL,
         "tier": Tier.FIRST_LINE,
         "customer_id": customer.id,
+        **columns,
     }]).one()
     record_event(ticket, "ticket.created", {"channel": str(channel)}, reason=reason, customer=customer,
                  actor_label=actor_label)

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from channels.messages import Attachment, IdentityKind, SenderIdentity, ThreadHints
+from helpdesk.database import begin_write, once_per_transaction
 from helpdesk.extensions import db
 from helpdesk.ingest import ingest
 from helpdesk.models import Customer, CustomerIdentity, Message, Ticket, TicketEvent, TicketStatus
@@ -16,6 +17,7 @@ from helpdesk.models.base import utcnow
 from helpdesk.outbound import reply
 from helpdesk.tickets import change_field
 from tests.factories import make_agent, make_inbound
+from tests.integration.engine_events import statements_sent
 from tests.integration.race_worker import ingest_after_barrier
 
 pytestmark = pytest.mark.integration
@@ -43,6 +45,15 @@ def test_a_first_message_opens_a_numbered_ticket_with_an_audit_trail():
     kinds = [(event.kind, event.actor_label) for event in events_of(ticket)]
     assert kinds == [("ticket.created", "Maria Lopez"), ("message.received", "Maria Lopez")]
     assert events_of(ticket)[0].reason == "no earlier conversation matched"
+
+
+def test_a_new_ticket_is_written_with_one_insert_carrying_what_its_first_message_sets():
+    with statements_sent() as sent:
+        result = ingest(make_inbound(sender=MARIA, subject="Rechnung", text="Die Rechnung zeigt die falsche "
+                                                                            "Mehrwertsteuer, bitte korrigieren."))
+    ticket = result.ticket
+    assert [statement for statement in sent if statement.startswith("UPDATE ticket ")] == []
+    assert ticket.language == "de" and ticket.last_customer_message_at is not None
 
 
 def test_ticket_numbers_increase_one_by_one():
@@ -248,3 +259,20 @@ def test_simultaneous_texts_from_a_known_number_share_one_ticket(app_config):
     _race(app_config, batches)
     db.session.rollback()
     assert (count(Message), count(Ticket), count(Customer)) == (24, 8, 8)
+
+
+def test_what_is_asked_once_per_transaction_is_asked_again_in_the_next():
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    begin_write()
+    assert [once_per_transaction("answer", compute) for _ in range(3)] == [1, 1, 1]
+    db.session.commit()
+    begin_write()
+    assert once_per_transaction("answer", compute) == 2
+    db.session.rollback()
+    # No transaction open: nothing to tie an answer to, so nothing is kept.
+    assert [once_per_transaction("answer", compute) for _ in range(2)] == [3, 4]
