@@ -299,8 +299,10 @@ class QueuedReplies:
         if self._depth:
             return  # an outer block sends them
         if len(self._batch):
-            # Never left open: the poller commits before it lets go of a mailbox. This is a bug's safety net.
-            log.error("%d polled emails were left uncommitted; committing them now", len(self._batch))
+            # The poller commits before it lets go of a mailbox; after a failure the transaction may be rolled
+            # back already (those messages are unflagged, so they are read again). A safety net, not a path.
+            log.error("%d polled emails were left in an open batch; committing what it still holds",
+                      len(self._batch))
             self._batch.commit()
         count, self._batch.queued_replies = self._batch.queued_replies, 0
         if not count:

@@ -1,10 +1,11 @@
 """New mail from one IMAP folder: UID cursor, headers first, acknowledged only after commit.
 
 The poller knows nothing about tickets. It is handed `on_message(raw) -> bool`, which returns True once
-the message is committed (stored or kept aside), and `is_known(message_id) -> bool`, which tells whether a
-Message-ID is stored already (optionally also `find_known(message_ids) -> set`, which answers for a whole
-batch of headers at once); the cursor (UIDVALIDITY plus the last handled UID) lives behind a small
-`CursorStore`, so the caller decides where it is persisted.
+the message is committed (stored or kept aside), or held in a transaction that `commit_handled()` commits,
+and `is_known(message_id) -> bool`, which tells whether a Message-ID is stored already (optionally also
+`find_known(message_ids) -> set`, which answers for a whole batch of headers at once); the cursor
+(UIDVALIDITY plus the last handled UID) lives behind a small `CursorStore`, so the caller decides where it
+is persisted. Bodies are downloaded, and committed messages flagged, a batch per IMAP command.
 
     report = MailboxPoller(settings, store, on_message, is_known).poll(limit=50)
     # -> PollReport(stored=3, skipped_known=1, failed_uids=[], has_more=False, ...)
