@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,8 +33,17 @@ FIRST_TICKET_NUMBER = 1001
 
 def next_ticket_number() -> int:
     """Take the next human ticket number inside the current transaction."""
-    # UPDATE ... RETURNING locks the counter row, so concurrent creators get distinct numbers.
-    number = db.session.scalar(
+    number = db.session.scalar(_take_ticket_number_statement())
+    if number is None:
+        raise RuntimeError("the ticket counter row is missing: run `flask --app wsgi db upgrade`")
+    return number - 1
+
+
+@functools.cache
+def _take_ticket_number_statement() -> sa.Update:
+    # UPDATE ... RETURNING locks the counter row, so concurrent creators get distinct numbers. Built once:
+    # every new ticket runs it, and building it cost more than running it.
+    return (
         sa.update(TicketCounter)
         .where(TicketCounter.id == 1)
         .values(next_number=TicketCounter.next_number + 1)
@@ -41,9 +51,6 @@ def next_ticket_number() -> int:
         # No counter object is ever loaded: nothing in the session to bring up to date.
         .execution_options(synchronize_session=False)
     )
-    if number is None:
-        raise RuntimeError("the ticket counter row is missing: run `flask --app wsgi db upgrade`")
-    return number - 1
 
 
 def record_event(
