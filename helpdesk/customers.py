@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from channels.identities import normalize_email, normalize_phone, normalize_visitor_id
 from channels.messages import IdentityKind, SenderIdentity
+from helpdesk.database import insert_returning, plain_insert
 from helpdesk.extensions import db
 from helpdesk.models import Customer, CustomerIdentity, Ticket
 
@@ -43,8 +44,8 @@ def _surviving(customer: Customer) -> Customer:
 def _insert_customer(identity: SenderIdentity) -> Customer:
     """Insert a new customer with `identity` at once, outside the unit of work (a flush of its own cost more
     than the rest of a new customer's message)."""
-    customer = db.session.scalars(sa.insert(Customer).returning(Customer), [{"name": identity.display_name or ""}]).one()
-    db.session.connection().execute(sa.insert(CustomerIdentity.__table__), [
+    customer = db.session.scalars(insert_returning(Customer), [{"name": identity.display_name or ""}]).one()
+    db.session.connection().execute(plain_insert(CustomerIdentity.__table__), [
         {"customer_id": customer.id, "kind": identity.kind, "value": identity.value}])
     return customer
 

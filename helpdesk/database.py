@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -128,3 +129,17 @@ def once_per_transaction(key: str, compute: Callable[[], T]) -> T:
 
 
 _PER_TRANSACTION = "helpdesk.per_transaction"
+
+
+# Inserts the busiest writers run for every message, built once: building a statement (and working out its
+# cache key) cost more than running it.
+@functools.cache
+def insert_returning(model: type) -> sa.Insert:
+    """INSERT of `model` rows that returns them as loaded ORM objects (`db.session.scalars(..., [row])`)."""
+    return sa.insert(model).returning(model)
+
+
+@functools.cache
+def plain_insert(table: sa.Table) -> sa.Insert:
+    """INSERT into `table`, outside the unit of work (`db.session.connection().execute(..., [row])`)."""
+    return sa.insert(table)

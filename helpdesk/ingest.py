@@ -16,7 +16,7 @@ from channels.html import html_to_text, sanitize_html
 from channels.messages import InboundMessage
 from helpdesk.attachments import store_attachment
 from helpdesk.customers import normalize_identity, resolve_customer
-from helpdesk.database import begin_write, once_per_transaction
+from helpdesk.database import begin_write, insert_returning, once_per_transaction
 from helpdesk.extensions import db
 from helpdesk.models import (
     Customer,
@@ -86,6 +86,22 @@ def find_message_by_dedupe_key(dedupe_key: str) -> Message | None:
 @functools.cache
 def _message_by_dedupe_key_query() -> sa.Select:
     return sa.select(Message).where(Message.dedupe_key == sa.bindparam("dedupe_key"))
+
+
+@functools.cache
+def _ticket_of_known_message_query() -> sa.Select:
+    return (
+        sa.select(Ticket)
+        .join(Message, Message.ticket_id == Ticket.id)
+        .where(Message.external_id.in_(sa.bindparam("external_ids", expanding=True)))
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+
+
+@functools.cache
+def _ticket_by_number_query() -> sa.Select:
+    return sa.select(Ticket).where(Ticket.number == sa.bindparam("number"))
 
 
 @functools.cache
@@ -335,7 +351,7 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
             # Inserted on its own, outside the unit of work: the commonest row by far, and the unique dedupe
             # key fails here, inside the transaction, if we lost a race.
             message = db.session.scalars(
-                sa.insert(Message).returning(Message),
+                insert_returning(Message),
                 [{**values, "ticket_id": ticket.id, "author_customer_id": customer.id}],
             ).one()
     if attachments:
@@ -414,17 +430,12 @@ def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | N
     """Return the ticket `inbound` continues and why, or (None, why a new one is opened)."""
     hints = inbound.thread
     if hints.reply_to_external_ids:
-        ticket = db.session.scalar(
-            sa.select(Ticket)
-            .join(Message, Message.ticket_id == Ticket.id)
-            .where(Message.external_id.in_(hints.reply_to_external_ids))
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
+        ticket = db.session.scalar(_ticket_of_known_message_query(),
+                                   {"external_ids": list(hints.reply_to_external_ids)})
         if ticket is not None:
             return ticket, "replies to a known message of this ticket"
     if hints.ticket_number is not None:
-        ticket = db.session.scalar(sa.select(Ticket).where(Ticket.number == hints.ticket_number))
+        ticket = db.session.scalar(_ticket_by_number_query(), {"number": hints.ticket_number})
         if ticket is not None and is_participant(ticket, customer):
             return ticket, f"names ticket #{ticket.number} and the sender takes part in it"
     if hints.join_open_ticket_on_channel and customer.id is not None:  # a customer new here has no ticket

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from helpdesk.database import insert_returning, plain_insert
 from helpdesk.extensions import db
 from helpdesk.models import (
     Agent,
@@ -84,7 +85,7 @@ def record_event_row(ticket_id: int, kind: str, data: dict[str, Any] | None = No
                      agent_id: int | None = None, customer_id: int | None = None, actor_label: str = "system") -> None:
     """Insert one audit-trail entry at once, as a plain INSERT on the transaction's connection (which flushes
     nothing); the caller commits. record_event() is the usual way: this is for writers that hold no objects."""
-    db.session.connection().execute(sa.insert(TicketEvent.__table__), [{
+    db.session.connection().execute(plain_insert(TicketEvent.__table__), [{
         "ticket_id": ticket_id, "kind": kind, "data": data or {}, "reason": reason, "actor_agent_id": agent_id,
         "actor_customer_id": customer_id, "actor_label": actor_label[:100],
     }])
@@ -99,7 +100,7 @@ def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor
     if customer.id is None:
         db.session.flush()  # the new customer gets its id
     # Inserted at once, outside the unit of work: a flush for it cost more than the rest of opening it.
-    ticket = db.session.scalars(sa.insert(Ticket).returning(Ticket), [{
+    ticket = db.session.scalars(insert_returning(Ticket), [{
         "number": next_ticket_number(),
         "subject": subject[:500],
         "channel": channel,
