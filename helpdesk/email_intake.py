@@ -97,16 +97,15 @@ class EmailBatch:
             self.commit()
             self.queued_replies += take_in_email(raw, source, deliver_now=False).queued_reply
             return
+        self._held.append((raw, source))
+        acknowledge = _Acknowledgement(inbound)
         try:
-            acknowledge = _Acknowledgement(inbound)
             ingest_in_transaction(inbound, before_commit=acknowledge)
         except Exception as error:
             log.warning("a batch of %d emails failed at %s (%s); storing each on its own",
-                        len(self._held) + 1, source, error)
-            self._held.append((raw, source))
+                        len(self._held), source, error)
             self._one_by_one()
             return
-        self._held.append((raw, source))
         self.queued_replies += acknowledge.queued
 
     def commit(self) -> None:

@@ -89,6 +89,11 @@ def _message_by_dedupe_key_query() -> sa.Select:
 
 
 @functools.cache
+def _insert_message_returning_id() -> sa.Insert:
+    return sa.insert(Message.__table__).returning(Message.__table__.c.id)
+
+
+@functools.cache
 def _ticket_of_known_message_query() -> sa.Select:
     return (
         sa.select(Ticket)
@@ -279,7 +284,7 @@ def write_continuation(inbound: InboundMessage) -> tuple[IngestResult | None, Tr
         stamp = stamp.values(language=language)  # as triage would: the first message that tells sets it
     if connection.execute(stamp, {"ticket_id": ticket_id, "now": now}).rowcount != 1:
         return None, config
-    message_id = connection.execute(sa.insert(Message.__table__).returning(Message.__table__.c.id), [{
+    message_id = connection.execute(_insert_message_returning_id(), [{
         "ticket_id": ticket_id,
         "direction": Direction.INBOUND,
         "channel": inbound.channel,

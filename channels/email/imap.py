@@ -441,10 +441,10 @@ class MailboxPoller:
         return cursor
 
     def _save_progress(self, run: _Run, report: PollReport | None = None) -> None:
-        if report is not None:
+        if report is not None and self._client is not None:
+            self._acknowledge_handled(run, report)  # commits first
+        elif report is not None:
             self._commit_handled(run, report)
-        if run.unacknowledged and report is not None and self._client is not None:
-            self._acknowledge_handled(run, report)
         if run.unsaved is None:
             return
         cursor = run.unsaved
