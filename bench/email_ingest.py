@@ -15,7 +15,8 @@ database:
 
 Both are timed the same way, as whole processes (start-up included), wall clock. Each repetition then also
 times a long-running poller (`steady`): on a fresh copy of the mailbox and a fresh database, a process that
-has created the app and loaded the language models (as a `fetch-mail` worker has, long before mail comes)
+has created the app, started its email parser process and loaded the language models (as a `fetch-mail`
+worker has, long before mail comes)
 times `drain_mailboxes()` until every message is committed and flagged, next to the floor's own time from its
 IMAP connect to its last commit (its interpreter start-up left out too). The acknowledgements that drain
 queued are delivered after it, by a job of their own as in a worker; their time is reported apart.
@@ -90,6 +91,8 @@ def steady() -> tuple[int, float, float]:
     import threading
 
     from helpdesk import create_app
+    from helpdesk.email_intake import languages_to_detect
+    from helpdesk.email_parsing import start_parser_processes
     from helpdesk.mailboxes import drain_mailboxes
     from helpdesk.triage.engine import configured_languages
     from helpdesk.triage.language import detect_language
@@ -97,6 +100,7 @@ def steady() -> tuple[int, float, float]:
     app = create_app()
     with app.app_context():
         detect_language("Hello, I cannot log in since yesterday.", configured_languages())  # loads the models
+        start_parser_processes(app.config["HELPDESK_EMAIL_PARSER_PROCESSES"], languages_to_detect())  # and theirs
         started = time.perf_counter()
         outcomes = drain_mailboxes()
         drained = time.perf_counter() - started
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="floor/ours pairs, each on a fresh database")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--per-run", type=int, default=None,
-                        help="HELPDESK_IMAP_MESSAGES_PER_RUN for our poller (default: the app's, 50)")
+                        help="HELPDESK_IMAP_MESSAGES_PER_RUN for our poller (default: the app's, 200)")
     parser.add_argument("--profile", metavar="FILE", help="also cProfile one extra run of ours into FILE and "
                                                          "print its top functions")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, SQLite files)")

@@ -131,6 +131,9 @@ class InboundMessage:
     is_bounce: bool = False
     #: Any delivery-status report, including delay warnings that are not (yet) bounces.
     bounce: BounceReport | None = None
+    #: The language of the new part (ISO 639-1) when it was detected before ingest, as the email parser process
+    #: does; "und" when detection ran and could not tell. None: ingest detects it.
+    language: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

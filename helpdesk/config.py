@@ -59,9 +59,12 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         # Replies go out through this server (smtp://, smtps://, smtp+starttls://); unset, they are written
         # as .eml files to HELPDESK_OUTGOING_FOLDER.
         "HELPDESK_SMTP_URL": env.get("HELPDESK_SMTP_URL") or None,
-        "HELPDESK_IMAP_MESSAGES_PER_RUN": int(env.get("HELPDESK_IMAP_MESSAGES_PER_RUN", 50)),
+        "HELPDESK_IMAP_MESSAGES_PER_RUN": int(env.get("HELPDESK_IMAP_MESSAGES_PER_RUN", 200)),
         # Bodies downloaded by one FETCH, and handled messages flagged (or moved) by one command.
         "HELPDESK_IMAP_BODIES_PER_FETCH": int(env.get("HELPDESK_IMAP_BODIES_PER_FETCH", 50)),
+        # Processes that parse polled mail while the poller writes what they parsed before (0: the poller
+        # parses it itself); see helpdesk/email_parsing.py.
+        "HELPDESK_EMAIL_PARSER_PROCESSES": int(env.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1)),
         # Bytes of mail one poll downloads before leaving the rest to the next; a bigger message still comes
         # whole, alone in its poll (oversized attachments are refused at ingest, the message is kept).
         "HELPDESK_IMAP_BYTES_PER_RUN": int(env.get("HELPDESK_IMAP_BYTES_PER_RUN", 64 * 1024 * 1024)),

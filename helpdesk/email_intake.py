@@ -9,10 +9,12 @@ import dataclasses
 import logging
 
 import sqlalchemy as sa
+from flask import current_app
 
 from channels.email.parse import parse_email
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, InboundMessage, ThreadHints
 from helpdesk.database import begin_write
+from helpdesk.email_parsing import ParsingAhead, parse_ahead, parsed
 from helpdesk.extensions import db
 from helpdesk.ingest import IngestResult, ingest_in_transaction, ingest_with
 from helpdesk.models import CustomerIdentity, Direction, Message
@@ -21,6 +23,8 @@ from helpdesk.outbound import has_our_message_id_shape, queue_acknowledgement
 from helpdesk.quarantine import quarantine
 from helpdesk.tasks import enqueue
 from helpdesk.tickets import record_event
+from helpdesk.triage.engine import configured_languages
+from helpdesk.triage.language import UnknownLanguage
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +46,17 @@ def ingest_raw_email(raw: bytes, source: str) -> IngestResult | None:
     return take_in_email(raw, source).result
 
 
-def take_in_email(raw: bytes, source: str, *, deliver_now: bool = True) -> EmailIntake:
+def take_in_email(raw: bytes, source: str, *, deliver_now: bool = True,
+                  inbound: InboundMessage | None = None) -> EmailIntake:
     """Take in one raw email; any failure keeps the bytes in quarantine and the caller moves on.
 
     A new ticket's acknowledgement is committed with the message; with `deliver_now` its delivery job is
     started at once, otherwise the caller starts it (once for many messages) when `queued_reply` says so.
+    `inbound` is `raw` parsed already, if the caller has it.
     """
     try:
-        inbound = parse_email(raw)
+        if inbound is None:
+            inbound = parse_email(raw)
         if is_own_outgoing(inbound):
             log.info("dropped our own outgoing mail %s that came back through %s", inbound.external_id, source)
             return EmailIntake(dropped_reason="our own outgoing mail came back")
@@ -82,20 +89,31 @@ class EmailBatch:
         self._held: list[tuple[bytes, str]] = []
         #: How many acknowledgements were queued (committed or held in the batch).
         self.queued_replies = 0
+        self._parsing: ParsingAhead = {}
 
     def __len__(self) -> int:
         return len(self._held)
 
+    def expect(self, raws: list[bytes]) -> None:
+        """Start parsing the raw emails take_in() is handed next, in the parser process (see email_parsing).
+
+        Replaces what an earlier call expected and was not taken in: the poller dropped those bodies too.
+        """
+        config = current_app.config
+        self._parsing = parse_ahead(raws, config.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1),
+                                    languages_to_detect())
+
     def take_in(self, raw: bytes, source: str) -> None:
         """Add one raw email to the batch, or take it in on its own when it cannot join one."""
+        inbound = None
         try:
-            inbound = parse_email(raw)
+            inbound = parsed(raw, self._parsing)
             joins = inbound.bounce is None and not has_our_message_id_shape(inbound.external_id)
         except Exception:  # take_in_email quarantines it, with the error
             joins = False
         if not joins:
             self.commit()
-            self.queued_replies += take_in_email(raw, source, deliver_now=False).queued_reply
+            self.queued_replies += take_in_email(raw, source, deliver_now=False, inbound=inbound).queued_reply
             return
         self._held.append((raw, source))
         acknowledge = _Acknowledgement(inbound)
@@ -133,6 +151,14 @@ def _filed_with_bounced(inbound: InboundMessage, bounced: Message | None) -> Inb
     # File the report with the conversation it is about, never as a new customer's ticket.
     return dataclasses.replace(
         inbound, is_automatic=True, thread=ThreadHints(reply_to_external_ids=(bounced.external_id,)))
+
+
+def languages_to_detect() -> tuple[str, ...]:
+    """The configured languages; none when the setting is wrong (ingest logs that where it detects)."""
+    try:
+        return configured_languages()
+    except UnknownLanguage:
+        return ()
 
 
 class _Acknowledgement:

@@ -9,7 +9,9 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from helpdesk.mailboxes import MailboxOutcome, drain_mailboxes, wait_for_new_mail
+from helpdesk.email_intake import languages_to_detect
+from helpdesk.email_parsing import start_parser_processes
+from helpdesk.mailboxes import MailboxOutcome, configured_mailboxes, drain_mailboxes, wait_for_new_mail
 
 
 def register(group: click.Group) -> None:
@@ -46,6 +48,10 @@ def parse_email_command(source, as_json):
 @with_appcontext
 def fetch_mail_command(once, limit):
     """Fetch new mail from every configured mailbox: once, or waiting for more (IDLE) until interrupted."""
+    if configured_mailboxes():
+        # The parser process loads its language models while the mailboxes are connected to and read.
+        start_parser_processes(current_app.config.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1),
+                               languages_to_detect(), wait=False)
     if once:
         stored = _report(drain_mailboxes(limit))
         click.echo(f"{stored} new messages ingested")

@@ -205,7 +205,7 @@ def poll_mailbox(mailbox: Mailbox, limit: int | None = None, *, client_factory: 
 def _poll_mailbox(mailbox: Mailbox, limit: int | None, client_factory: ClientFactory,
                   replies: QueuedReplies) -> MailboxOutcome:
     config = current_app.config
-    limit = limit or config.get("HELPDESK_IMAP_MESSAGES_PER_RUN", 50)
+    limit = limit or config.get("HELPDESK_IMAP_MESSAGES_PER_RUN", 200)
     lease = dt.timedelta(seconds=config.get("HELPDESK_IMAP_LEASE_SECONDS", 300))
     cursor_id = _cursor_id(mailbox)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"[-100:]
@@ -219,6 +219,7 @@ def _poll_mailbox(mailbox: Mailbox, limit: int | None, client_factory: ClientFac
         is_known=is_known_message_id,
         find_known=known_message_ids,
         commit_handled=replies.commit,
+        on_download=replies.expect,
         save_every=CURSOR_SAVE_EVERY,
         save_interval=lease.total_seconds() / 3,
         client_factory=client_factory,
@@ -282,6 +283,10 @@ class QueuedReplies:
         # raises only when even the quarantine could not be written; then the poller keeps the message.
         self._batch.take_in(raw, source)
         return True
+
+    def expect(self, raws: list[bytes]) -> None:
+        """Start parsing the next polled messages ahead, in the parser process."""
+        self._batch.expect(raws)
 
     def commit(self) -> None:
         self._batch.commit()

@@ -202,6 +202,7 @@ class MailboxPoller:
         *,
         find_known: Callable[[Collection[str]], Collection[str]] | None = None,
         commit_handled: Callable[[], None] | None = None,
+        on_download: Callable[[list[bytes]], None] | None = None,
         save_every: int = 1,
         save_interval: float | None = None,
         client_factory: ClientFactory = IMAPClient,
@@ -226,6 +227,10 @@ class MailboxPoller:
         #: sends the server another command (so no transaction waits on the network). If it raises, every
         #: message handed over since its last call counts as not committed.
         self.commit_handled = commit_handled
+        #: Told each FETCH's bodies, oldest first, before they are handed to on_message one by one, so work on
+        #: them can start ahead (the caller parses them in another process meanwhile). Advisory: if it
+        #: raises, the poller logs that and goes on.
+        self.on_download = on_download
         #: The cursor is saved after this many handled messages, or once `save_interval` seconds passed since
         #: the last save, and at the end of the run. Saving less often is safe: after a crash, what was
         #: handled since is read again by its headers and skipped as known (it is flagged already).
@@ -481,7 +486,16 @@ class MailboxPoller:
                 size += wanted_size
             bodies.downloaded = {fetched_uid: _body(fetched)
                                  for fetched_uid, fetched in client.fetch(chunk or [uid], [_BODY_ITEM]).items()}
+            self._announce(bodies.downloaded)
         return bodies.downloaded.pop(uid, None)
+
+    def _announce(self, downloaded: dict[int, bytes | None]) -> None:
+        if self.on_download is None:
+            return
+        try:
+            self.on_download([downloaded[uid] for uid in sorted(downloaded) if downloaded[uid] is not None])
+        except Exception:  # only a head start was lost: each message is still handed over
+            log.warning("on_download failed for %s", self._where(), exc_info=True)
 
     def _commit_handled(self, run: _Run, report: PollReport) -> None:
         if not run.uncommitted:

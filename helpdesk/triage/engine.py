@@ -30,7 +30,6 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from channels.html import html_to_text
 from channels.messages import InboundMessage
 from helpdesk.customers import find_identity, normalize_identity
 from helpdesk.database import begin_write
@@ -52,7 +51,14 @@ from helpdesk.tickets import change_field, record_event
 from helpdesk.triage.assign import auto_assign
 from helpdesk.triage.calendar import CalendarError
 from helpdesk.triage.clock import is_met, policy_from_row, schedule_check
-from helpdesk.triage.language import DEFAULT_LANGUAGES, UnknownLanguage, detect_language, parse_languages
+from helpdesk.triage.language import (
+    DEFAULT_LANGUAGES,
+    UNDETERMINED,
+    UnknownLanguage,
+    language_of,
+    new_part_of,
+    parse_languages,
+)
 from helpdesk.triage.rules import (
     AUTO_ASSIGN,
     PolicySpec,
@@ -157,7 +163,7 @@ def apply_triage(
         channel=str(inbound.channel),
         sender=_sender_value(inbound),
         subject=inbound.subject or ticket.subject or "",
-        body=_body_of(inbound),
+        body=new_part_of(inbound),
         customer_tags=_tags_of(customer),
         is_vip=customer.is_vip,
         language=ticket.language,
@@ -215,7 +221,9 @@ def detect_ticket_language(ticket: Ticket, inbound: InboundMessage) -> None:
 
 def message_language(inbound: InboundMessage) -> str | None:
     """Return the language the customer's message is written in, if it can be told."""
-    return _detect(inbound.subject, _body_of(inbound))
+    if inbound.language is not None:  # told where the message was parsed
+        return None if inbound.language == UNDETERMINED else inbound.language
+    return _detect(inbound.subject, new_part_of(inbound))
 
 
 def dry_run(ticket_or_inbound: Ticket | InboundMessage) -> TriageOutcome:
@@ -320,8 +328,7 @@ def _detect(subject: str | None, body: str) -> str | None:
     except UnknownLanguage as error:
         log.error("HELPDESK_LANGUAGES is wrong, no language is detected: %s", error)
         return None
-    # The body says more than a subject line; the subject helps a one-line message.
-    return detect_language(body, languages) or detect_language(f"{subject or ''}\n{body}", languages)
+    return language_of(subject, body, languages)
 
 
 def _apply_rule_changes(ticket: Ticket, outcome: TriageOutcome) -> list[str]:
@@ -497,7 +504,7 @@ def _facts_for_message(inbound: InboundMessage) -> TriageFacts:
         customer = identity.customer if identity is not None else None
         while customer is not None and customer.merged_into_id is not None:
             customer = db.session.get(Customer, customer.merged_into_id)
-    body = _body_of(inbound)
+    body = new_part_of(inbound)
     return TriageFacts(
         channel=str(inbound.channel),
         sender=sender,
@@ -517,9 +524,6 @@ def _sender_value(inbound: InboundMessage) -> str:
         return (inbound.sender.value or "").strip().lower()
 
 
-def _body_of(inbound: InboundMessage) -> str:
-    # The new part only: quoted history would let an old message's words trigger rules again.
-    return inbound.reply_text or inbound.text or (html_to_text(inbound.html) if inbound.html else "")
 
 
 def _tags_of(customer: Customer | None) -> frozenset[str]:

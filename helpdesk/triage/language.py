@@ -12,6 +12,9 @@ from collections.abc import Iterable
 
 from lingua import IsoCode639_1, LanguageDetector, LanguageDetectorBuilder
 
+from channels.html import html_to_text
+from channels.messages import InboundMessage
+
 #: What HELPDESK_LANGUAGES means when it is not set.
 DEFAULT_LANGUAGES = ("en", "de", "fr", "sv", "es", "da", "nl")
 #: Fewer letters than this (after links, addresses and numbers are removed) is too little to tell.
@@ -23,6 +26,10 @@ MIN_RELATIVE_DISTANCE = 0.1
 
 _NOISE = re.compile(r"https?://\S+|www\.\S+|\S+@\S+|[\d_]+")
 _LETTER = re.compile(r"[^\W\d_]")
+
+
+#: ISO 639-2's code for "undetermined": detection ran and could not tell (see InboundMessage.language).
+UNDETERMINED = "und"
 
 
 class UnknownLanguage(ValueError):
@@ -49,6 +56,18 @@ def detect_language(text: str, languages: Iterable[str]) -> str | None:
         return None
     language = _detector(codes).detect_language_of(sample)
     return None if language is None else language.iso_code_639_1.name.lower()
+
+
+def new_part_of(inbound: InboundMessage) -> str:
+    """Return the new part of a customer's message: the reply without quoted history, else all its text."""
+    # Quoted history would let an old message's words decide (a rule's keyword, the language).
+    return inbound.reply_text or inbound.text or (html_to_text(inbound.html) if inbound.html else "")
+
+
+def language_of(subject: str | None, body: str, languages: Iterable[str]) -> str | None:
+    """Return the language of a message with this subject and body among `languages`, or None when unsure."""
+    # The body says more than a subject line; the subject helps a one-line message.
+    return detect_language(body, languages) or detect_language(f"{subject or ''}\n{body}", languages)
 
 
 @functools.lru_cache(maxsize=8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from channels.chat.namespace import CHAT_NAMESPACE
+from tests.fakes.dovecot import running_dovecot
 from tests.integration.chat_client import SHOP, open_chat
 
 
@@ -30,3 +31,18 @@ def forget_kept_twilio_accounts(app):
     app.extensions.pop("helpdesk.twilio_accounts", None)
     yield
     app.extensions.pop("helpdesk.twilio_accounts", None)
+
+
+@pytest.fixture(scope="module")
+def dovecot_server():
+    """A Dovecot of the module's own (tests/fakes/dovecot.py)."""
+    with running_dovecot() as server:
+        yield server
+
+
+@pytest.fixture
+def mailbox(dovecot_server):
+    """A fresh, empty mailbox on the module's Dovecot (started again if a test left it stopped)."""
+    if not dovecot_server.is_running:
+        dovecot_server.start()
+    return dovecot_server.new_account()

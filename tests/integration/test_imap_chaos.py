@@ -30,7 +30,6 @@ from helpdesk.extensions import db
 from helpdesk.mailboxes import poll_each_mailbox
 from helpdesk.models import Direction, MailboxCursor, Message, QuarantinedMessage
 from helpdesk.models.base import utcnow
-from tests.fakes.dovecot import running_dovecot
 from tests.servers import REPO_ROOT, flask_command, stop_process
 
 pytestmark = pytest.mark.integration
@@ -126,14 +125,9 @@ def unseen_uids(account) -> list[int]:
         return sorted(client.search(["UNSEEN"]))
 
 
-@pytest.fixture(scope="module")
-def dovecot_server():
-    with running_dovecot() as server:
-        yield server
-
-
 @pytest.fixture
 def mailbox(dovecot_server):
+    """A mailbox filled with the generated mail."""
     if not dovecot_server.is_running:
         dovecot_server.start()
     account = dovecot_server.new_account()

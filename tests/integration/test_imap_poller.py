@@ -43,25 +43,11 @@ from helpdesk.models import (
 )
 from helpdesk.models.base import utcnow
 from helpdesk.tasks import enqueue
-from tests.fakes.dovecot import AWKWARD_USER, LOCKED_REASON, LOCKED_USER, running_dovecot
+from tests.fakes.dovecot import AWKWARD_USER, LOCKED_REASON, LOCKED_USER
 from tests.integration.engine_events import engine_events
 from tests.servers import REPO_ROOT, flask_command, stop_process
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def dovecot_server():
-    with running_dovecot() as server:
-        yield server
-
-
-@pytest.fixture
-def mailbox(dovecot_server):
-    """A fresh, empty mailbox on the module's Dovecot (started again if a test left it stopped)."""
-    if not dovecot_server.is_running:
-        dovecot_server.start()
-    return dovecot_server.new_account()
 
 
 def raw_email(message_id, *, sender="maria@example.org", subject="Invoice shows the wrong VAT",
