@@ -6,10 +6,11 @@ import functools
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import ClassVar, Self, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app, request
+from sqlalchemy import orm
 from sqlalchemy.exc import OperationalError
 
 from helpdesk.extensions import db
@@ -143,3 +144,134 @@ def insert_returning(model: type) -> sa.Insert:
 def plain_insert(table: sa.Table) -> sa.Insert:
     """INSERT into `table`, outside the unit of work (`db.session.connection().execute(..., [row])`)."""
     return sa.insert(table)
+
+
+class TransactionState:
+    """What one write transaction keeps in `session.info` under `key`, savepoints included.
+
+    A savepoint rolled back restores the state to what it was when the savepoint began (`snapshot()`,
+    `restore()`); `before_commit()` runs before the transaction itself commits; its end forgets the state.
+    """
+
+    key: ClassVar[str]
+    _kinds: ClassVar[list[type[TransactionState]]] = []
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        TransactionState._kinds.append(cls)
+
+    def __init__(self, transaction: orm.SessionTransaction):
+        self.transaction = transaction
+        self.savepoints: dict[orm.SessionTransaction, object] = {}
+
+    @classmethod
+    def of(cls, session: orm.Session, *, start: bool = False) -> Self | None:
+        """Return the state of the session's open transaction; with `start`, a new one when it has none."""
+        transaction = session.get_transaction()
+        state = session.info.get(cls.key)
+        if state is not None and state.transaction is transaction:
+            return state
+        if not start:
+            return None
+        if transaction is None:
+            raise RuntimeError(f"{cls.__name__} needs an open transaction")
+        state = session.info[cls.key] = cls(transaction)
+        return state
+
+    def snapshot(self) -> object:
+        raise NotImplementedError
+
+    def restore(self, snapshot: object) -> None:
+        raise NotImplementedError
+
+    def before_commit(self, session: orm.Session) -> None:
+        """Called before the transaction commits, not before a savepoint is released."""
+
+
+def _open_states(session: orm.Session) -> list[TransactionState]:
+    states = (kind.of(session) for kind in TransactionState._kinds)
+    return [state for state in states if state is not None]
+
+
+@sa.event.listens_for(orm.Session, "after_transaction_create")
+def _note_savepoint(session, transaction) -> None:
+    if transaction.nested:
+        for state in _open_states(session):
+            state.savepoints[transaction] = state.snapshot()
+
+
+@sa.event.listens_for(orm.Session, "after_soft_rollback")
+def _restore_at_savepoint(session, previous_transaction) -> None:
+    if previous_transaction.nested:
+        for state in _open_states(session):
+            if previous_transaction in state.savepoints:
+                state.restore(state.savepoints.pop(previous_transaction))
+
+
+@sa.event.listens_for(orm.Session, "before_commit")
+def _before_transaction_commits(session) -> None:
+    if not session.in_nested_transaction():
+        for state in _open_states(session):
+            state.before_commit(session)
+
+
+@sa.event.listens_for(orm.Session, "after_transaction_end")
+def _forget_states(session, transaction) -> None:
+    if transaction.parent is None:
+        for kind in TransactionState._kinds:
+            state = session.info.get(kind.key)
+            if state is not None and state.transaction is transaction:
+                del session.info[kind.key]
+
+
+# Rows nothing reads back in the transaction that writes them (audit events, outbox items) --------------------
+#
+# A transaction that stores many messages would run an INSERT for each such row; it can hold them instead and
+# write each table's rows with one executemany when it flushes or commits. The rows go in in the order they
+# were added, before anything the flush itself inserts, so ids keep the order of the ticket's timeline. (A
+# flush inside a savepoint leaves them held: written there, they would be lost if the savepoint rolled back.)
+
+
+class _DeferredInserts(TransactionState):
+    key = "helpdesk.deferred_inserts"
+
+    def __init__(self, transaction: orm.SessionTransaction):
+        super().__init__(transaction)
+        self.rows: dict[sa.Table, list[dict]] = {}
+
+    def snapshot(self) -> dict[sa.Table, int]:
+        return {table: len(rows) for table, rows in self.rows.items()}
+
+    def restore(self, snapshot: dict[sa.Table, int]) -> None:
+        self.rows = {table: rows[:snapshot.get(table, 0)] for table, rows in self.rows.items()}
+
+    def write(self, session: orm.Session) -> None:
+        held, self.rows = self.rows, {}  # later rows of the transaction are held again
+        for table, rows in held.items():
+            if rows:
+                session.connection().execute(plain_insert(table), rows)
+
+    def before_commit(self, session: orm.Session) -> None:
+        self.write(session)
+
+
+def defer_inserts() -> None:
+    """Hold the insert_row() rows of the session's open transaction until it flushes or commits."""
+    _DeferredInserts.of(db.session(), start=True)
+
+
+def insert_row(table: sa.Table, row: dict) -> None:
+    """INSERT `row` into `table` outside the unit of work: now, or with the transaction's deferred inserts."""
+    session = db.session()
+    deferred = _DeferredInserts.of(session)
+    if deferred is not None:
+        deferred.rows.setdefault(table, []).append(row)
+        return
+    session.connection().execute(plain_insert(table), [row])
+
+
+@sa.event.listens_for(orm.Session, "before_flush")
+def _write_deferred_before_flush(session, flush_context, instances) -> None:
+    deferred = _DeferredInserts.of(session)
+    if deferred is not None and not session.in_nested_transaction():
+        deferred.write(session)

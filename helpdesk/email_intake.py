@@ -13,7 +13,7 @@ from flask import current_app
 
 from channels.email.parse import parse_email
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, InboundMessage, ThreadHints
-from helpdesk.database import begin_write
+from helpdesk.database import begin_write, defer_inserts
 from helpdesk.email_parsing import ParsingAhead, parse_ahead, parsed
 from helpdesk.extensions import db
 from helpdesk.ingest import IngestResult, ingest_in_transaction, ingest_with
@@ -22,7 +22,7 @@ from helpdesk.models.base import utcnow
 from helpdesk.outbound import has_our_message_id_shape, queue_acknowledgement
 from helpdesk.quarantine import quarantine
 from helpdesk.tasks import enqueue
-from helpdesk.tickets import record_event
+from helpdesk.tickets import record_event, take_ticket_numbers_in_blocks
 from helpdesk.triage.engine import configured_languages
 from helpdesk.triage.language import UnknownLanguage
 
@@ -118,7 +118,14 @@ class EmailBatch:
         self._held.append((raw, source))
         acknowledge = _Acknowledgement(inbound)
         try:
-            ingest_in_transaction(inbound, before_commit=acknowledge)
+            begin_write()
+            # The batch's events and outbox rows go in with one statement per table at its commit, and its
+            # new tickets take their numbers a block at a time.
+            defer_inserts()
+            take_ticket_numbers_in_blocks()
+            # The poller downloads no message whose Message-ID is stored: a duplicate is rare enough to fail
+            # the batch (its unique key does), which then stores each message on its own.
+            ingest_in_transaction(inbound, before_commit=acknowledge, check_stored=False)
         except Exception as error:
             log.warning("a batch of %d emails failed at %s (%s); storing each on its own",
                         len(self._held), source, error)

@@ -170,17 +170,20 @@ def ingest_with(inbound: InboundMessage, *, before_commit: BeforeCommit | None =
     raise IngestError(f"could not store {inbound.dedupe_key} after {_ATTEMPTS} attempts")
 
 
-def ingest_in_transaction(inbound: InboundMessage, *, before_commit: BeforeCommit | None = None) -> IngestResult:
+def ingest_in_transaction(inbound: InboundMessage, *, before_commit: BeforeCommit | None = None,
+                          check_stored: bool = True) -> IngestResult:
     """Write `inbound` as ingest_with() does, into the session's open write transaction; the caller commits.
 
     For callers that store many messages per transaction. Nothing is retried here: on any error the caller
-    rolls the whole transaction back (and may store each message on its own through ingest_with()).
+    rolls the whole transaction back (and may store each message on its own through ingest_with()). Without
+    `check_stored`, the query for a stored copy is left out: a message stored already then raises
+    IntegrityError (its unique dedupe key), for callers that know duplicates to be rare.
     """
     begin_write()
-    return _write(inbound, before_commit)
+    return _write(inbound, before_commit, check_stored=check_stored)
 
 
-def _write(inbound: InboundMessage, before_commit: BeforeCommit | None) -> IngestResult:
+def _write(inbound: InboundMessage, before_commit: BeforeCommit | None, *, check_stored: bool = True) -> IngestResult:
     """Add `inbound` to the open write transaction, or find it stored already; commit nothing."""
     triage_config = None
     if may_continue_conversation(inbound):
@@ -191,7 +194,7 @@ def _write(inbound: InboundMessage, before_commit: BeforeCommit | None) -> Inges
         # Read before anything is added, so the reads need not flush it. (Automatic mail runs no rule on
         # a known ticket; should it open one, triage reads them itself.)
         triage_config = once_per_transaction("triage_config", TriageConfig.current)
-    existing = find_message_by_dedupe_key(inbound.dedupe_key)
+    existing = find_message_by_dedupe_key(inbound.dedupe_key) if check_stored else None
     if existing is not None:
         return _duplicate_of(existing)
     return _ingest_once(inbound, before_commit, triage_config)

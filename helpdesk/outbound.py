@@ -14,7 +14,7 @@ from flask import current_app
 
 from channels.base import ChannelRegistry
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, OutboundMessage
-from helpdesk.database import begin_write, insert_returning, plain_insert
+from helpdesk.database import begin_write, insert_returning, insert_row
 from helpdesk.extensions import db
 from helpdesk.message_templates import render_acknowledgement
 from helpdesk.models import Agent, Direction, Message, OutboxItem, OutboxState, Ticket, TicketStatus
@@ -347,5 +347,5 @@ def queue_automatic_message(ticket: Ticket, channel: ChannelName, address: str, 
         "dedupe_key": f"out:{external_id}",
         "delivery_status": DeliveryStatus.PENDING,
     }]).one()
-    db.session.connection().execute(plain_insert(OutboxItem.__table__), [{"message_id": message.id}])
+    insert_row(OutboxItem.__table__, {"message_id": message.id})
     return message

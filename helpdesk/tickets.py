@@ -7,8 +7,9 @@ import functools
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
-from helpdesk.database import insert_returning, plain_insert
+from helpdesk.database import TransactionState, insert_returning, insert_row
 from helpdesk.extensions import db
 from helpdesk.models import (
     Agent,
@@ -32,22 +33,74 @@ ESCALATION_REASONS = ("technical", "billing_dispute", "bug", "customer_request",
 FIRST_TICKET_NUMBER = 1001
 
 
+#: How many ticket numbers a transaction that opens many tickets takes at once (take_ticket_numbers_in_blocks).
+TICKET_NUMBER_BLOCK = 50
+
+
 def next_ticket_number() -> int:
     """Take the next human ticket number inside the current transaction."""
-    number = db.session.scalar(_take_ticket_number_statement())
-    if number is None:
+    block = _NumberBlock.of(db.session())
+    if block is None:
+        return _take_ticket_numbers(1) - 1
+    if block.next == block.end:
+        block.end = _take_ticket_numbers(TICKET_NUMBER_BLOCK)
+        block.next = block.end - TICKET_NUMBER_BLOCK
+    block.next += 1
+    return block.next - 1
+
+
+def take_ticket_numbers_in_blocks() -> None:
+    """Let the session's open transaction take ticket numbers TICKET_NUMBER_BLOCK at a time.
+
+    One UPDATE of the counter per block instead of one per ticket. The numbers the transaction has not used
+    are given back when it commits (no other writer can have taken any meanwhile: the counter's row, or on
+    SQLite the database, is locked until then), so numbers stay without gaps.
+    """
+    _NumberBlock.of(db.session(), start=True)
+
+
+class _NumberBlock(TransactionState):
+    key = "helpdesk.ticket_number_block"
+
+    def __init__(self, transaction: orm.SessionTransaction):
+        super().__init__(transaction)
+        #: The next number to hand out, and one past the last number taken.
+        self.next = self.end = 0
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.next, self.end
+
+    def restore(self, snapshot: tuple[int, int]) -> None:
+        self.next, self.end = snapshot
+
+    def before_commit(self, session: orm.Session) -> None:
+        if self.next == self.end:
+            return
+        counter = TicketCounter.__table__
+        session.connection().execute(
+            sa.update(counter)
+            .where(counter.c.id == 1, counter.c.next_number == self.end)
+            .values(next_number=counter.c.next_number - (self.end - self.next))
+        )
+        self.next = self.end
+
+
+def _take_ticket_numbers(count: int) -> int:
+    """Take `count` numbers from the counter; return one past the last of them."""
+    end = db.session.scalar(_take_ticket_numbers_statement(), {"count": count})
+    if end is None:
         raise RuntimeError("the ticket counter row is missing: run `flask --app wsgi db upgrade`")
-    return number - 1
+    return end
 
 
 @functools.cache
-def _take_ticket_number_statement() -> sa.Update:
+def _take_ticket_numbers_statement() -> sa.Update:
     # UPDATE ... RETURNING locks the counter row, so concurrent creators get distinct numbers. Built once:
     # every new ticket runs it, and building it cost more than running it.
     return (
         sa.update(TicketCounter)
         .where(TicketCounter.id == 1)
-        .values(next_number=TicketCounter.next_number + 1)
+        .values(next_number=TicketCounter.next_number + sa.bindparam("count"))
         .returning(TicketCounter.next_number)
         # No counter object is ever loaded: nothing in the session to bring up to date.
         .execution_options(synchronize_session=False)
@@ -83,12 +136,13 @@ def record_event(
 
 def record_event_row(ticket_id: int, kind: str, data: dict[str, Any] | None = None, *, reason: str | None = None,
                      agent_id: int | None = None, customer_id: int | None = None, actor_label: str = "system") -> None:
-    """Insert one audit-trail entry at once, as a plain INSERT on the transaction's connection (which flushes
-    nothing); the caller commits. record_event() is the usual way: this is for writers that hold no objects."""
-    db.session.connection().execute(plain_insert(TicketEvent.__table__), [{
+    """Insert one audit-trail entry as a plain INSERT on the transaction's connection (which flushes nothing),
+    at once or with the transaction's deferred inserts; the caller commits. record_event() is the usual way:
+    this is for writers that hold no objects."""
+    insert_row(TicketEvent.__table__, {
         "ticket_id": ticket_id, "kind": kind, "data": data or {}, "reason": reason, "actor_agent_id": agent_id,
         "actor_customer_id": customer_id, "actor_label": actor_label[:100],
-    }])
+    })
 
 
 def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor_label: str | None = None,

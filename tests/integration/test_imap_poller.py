@@ -679,28 +679,29 @@ def test_acknowledgements_of_polled_mail_are_committed_with_it_and_sent_by_one_j
     email_account(mailbox)
     for n in (1, 2, 3):
         mailbox.append(raw_email(f"<ack{n}@example.org>", sender=f"ack{n}@example.org", subject=f"Question {n}"))
-    outbox_while_polling = []
+    committed = []  # (messages, outbox items, of those sent, jobs started) after each commit of the batch
     jobs = []
 
     def deliver_later(name):
         jobs.append(name)
         enqueue(name)  # inline in tests: delivers now
 
-    take_in = EmailBatch.take_in
+    commit = EmailBatch.commit
 
-    def spy_on_intake(batch, raw, source):
-        # Read in the batch's own transaction: what it holds so far.
+    def spy_on_commit(batch):
+        commit(batch)
+        messages = db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(
+            Message.direction == "inbound"))
         states = db.session.scalars(sa.select(OutboxItem.state)).all()
-        outbox_while_polling.append((len(states), states.count(OutboxState.SENT)))
-        return take_in(batch, raw, source)
+        committed.append((messages, len(states), states.count(OutboxState.SENT), len(jobs)))
 
     monkeypatch.setattr("helpdesk.mailboxes.enqueue", deliver_later)
-    monkeypatch.setattr(EmailBatch, "take_in", spy_on_intake)
+    monkeypatch.setattr(EmailBatch, "commit", spy_on_commit)
 
     assert poll_all_mailboxes() == 3
 
-    # Each acknowledgement was written with its message and none was sent during the poll; then one job sent all.
-    assert outbox_while_polling == [(0, 0), (1, 0), (2, 0)] and jobs == ["deliver_outbox"]
+    # The acknowledgements were committed with their messages, none sent during the poll; then one job sent all.
+    assert committed[0] == (3, 3, 0, 0) and jobs == ["deliver_outbox"]
     assert db.session.scalars(sa.select(OutboxItem.state)).all() == [OutboxState.SENT] * 3
 
 
