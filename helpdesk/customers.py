@@ -20,6 +20,8 @@ _NORMALIZERS = {
 }
 
 
+# Cached: ingest, the customer lookup and triage each ask about the same sender of every message.
+@functools.lru_cache(maxsize=1024)
 def normalize_identity(identity: SenderIdentity) -> SenderIdentity:
     """Return `identity` with its value in stored form; raise InvalidIdentity if it has none."""
     kind = IdentityKind(identity.kind)

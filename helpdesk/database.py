@@ -227,8 +227,9 @@ def _forget_states(session, transaction) -> None:
 # Rows nothing reads back in the transaction that writes them (audit events, outbox items) --------------------
 #
 # A transaction that stores many messages would run an INSERT for each such row; it can hold them instead and
-# write each table's rows with one executemany when it flushes or commits. The rows go in in the order they
-# were added, before anything the flush itself inserts, so ids keep the order of the ticket's timeline. (A
+# write each table's rows with one executemany when it commits. The rows go in in the order they were added,
+# and before a flush that inserts into the same table (an event added to the unit of work), so ids keep the
+# order of the ticket's timeline. Nothing may read such rows back, or refer to them, before the commit. (A
 # flush inside a savepoint leaves them held: written there, they would be lost if the savepoint rolled back.)
 
 
@@ -273,5 +274,10 @@ def insert_row(table: sa.Table, row: dict) -> None:
 @sa.event.listens_for(orm.Session, "before_flush")
 def _write_deferred_before_flush(session, flush_context, instances) -> None:
     deferred = _DeferredInserts.of(session)
-    if deferred is not None and not session.in_nested_transaction():
+    if deferred is None or session.in_nested_transaction():
+        return
+    held = {table for table, rows in deferred.rows.items() if rows}
+    # Only a flush that inserts into a table with held rows needs them in first (for the order of its ids);
+    # nothing else refers to such rows.
+    if held and any(sa.inspect(instance).mapper.local_table in held for instance in session.new):
         deferred.write(session)

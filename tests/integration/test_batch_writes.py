@@ -87,7 +87,7 @@ def test_a_batch_writes_its_events_and_outbox_items_with_one_statement_each_and_
     assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem)) == 6
 
 
-def test_held_rows_go_in_before_what_a_flush_inserts_and_a_rollback_drops_them():
+def test_held_rows_go_in_before_a_flush_that_inserts_into_their_table_and_a_rollback_drops_them():
     ingest_raw_email(raw_email("<held@example.org>", sender="held@example.org"), "test")
     ticket = db.session.scalars(sa.select(Ticket)).one()
     db.session.execute(sa.delete(TicketEvent))
@@ -96,8 +96,11 @@ def test_held_rows_go_in_before_what_a_flush_inserts_and_a_rollback_drops_them()
     begin_write()
     defer_inserts()
     record_event_row(ticket.id, "first.held")
+    ticket.subject = "Changed while rows are held"
+    db.session.flush()  # updates the ticket only: the held row stays held
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(TicketEvent)) == 0
     db.session.add(TicketEvent(ticket_id=ticket.id, kind="second.flushed", data={}, actor_label="system"))
-    db.session.flush()
+    db.session.flush()  # inserts an event: the held one goes in first
     record_event_row(ticket.id, "third.held")
     db.session.commit()
     assert [kind for [kind] in db.session.execute(sa.select(TicketEvent.kind).order_by(TicketEvent.id))] == [
