@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from channels.identities import normalize_email, normalize_phone, normalize_visitor_id
 from channels.messages import IdentityKind, SenderIdentity
-from helpdesk.database import insert_returning, plain_insert
+from helpdesk.database import insert_loaded, plain_insert
 from helpdesk.extensions import db
 from helpdesk.models import Customer, CustomerIdentity, Ticket
 
@@ -46,7 +46,7 @@ def _surviving(customer: Customer) -> Customer:
 def _insert_customer(identity: SenderIdentity) -> Customer:
     """Insert a new customer with `identity` at once, outside the unit of work (a flush of its own cost more
     than the rest of a new customer's message)."""
-    customer = db.session.scalars(insert_returning(Customer), [{"name": identity.display_name or ""}]).one()
+    customer = insert_loaded(Customer, {"name": identity.display_name or ""})
     db.session.connection().execute(plain_insert(CustomerIdentity.__table__), [
         {"customer_id": customer.id, "kind": identity.kind, "value": identity.value}])
     return customer

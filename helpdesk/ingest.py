@@ -16,7 +16,7 @@ from channels.html import html_to_text, sanitize_html
 from channels.messages import InboundMessage
 from helpdesk.attachments import store_attachment
 from helpdesk.customers import normalize_identity, resolve_customer
-from helpdesk.database import begin_write, insert_returning, once_per_transaction
+from helpdesk.database import begin_write, insert_loaded, once_per_transaction
 from helpdesk.extensions import db
 from helpdesk.models import (
     Customer,
@@ -358,10 +358,7 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
                 db.session.flush()  # the new ticket (and customer) get their ids
             # Inserted on its own, outside the unit of work: the commonest row by far, and the unique dedupe
             # key fails here, inside the transaction, if we lost a race.
-            message = db.session.scalars(
-                insert_returning(Message),
-                [{**values, "ticket_id": ticket.id, "author_customer_id": customer.id}],
-            ).one()
+            message = insert_loaded(Message, {**values, "ticket_id": ticket.id, "author_customer_id": customer.id})
     if attachments:
         db.session.flush()  # the unique dedupe key fails here, inside the transaction, if we lost a race
 

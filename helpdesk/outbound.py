@@ -14,7 +14,7 @@ from flask import current_app
 
 from channels.base import ChannelRegistry
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, OutboundMessage
-from helpdesk.database import begin_write, insert_returning, insert_row
+from helpdesk.database import begin_write, insert_loaded, insert_row
 from helpdesk.extensions import db
 from helpdesk.message_templates import render_acknowledgement
 from helpdesk.models import Agent, Direction, Message, OutboxItem, OutboxState, Ticket, TicketStatus
@@ -334,7 +334,7 @@ def queue_automatic_message(ticket: Ticket, channel: ChannelName, address: str, 
         db.session.flush()  # the new ticket gets its id
     # Both rows inserted at once, outside the unit of work: one is added for most new tickets, and a flush
     # for them cost more than the rest of the acknowledgement.
-    message = db.session.scalars(insert_returning(Message), [{
+    message = insert_loaded(Message, {
         "ticket_id": ticket.id,
         "direction": Direction.OUTBOUND,
         "channel": channel,
@@ -346,6 +346,6 @@ def queue_automatic_message(ticket: Ticket, channel: ChannelName, address: str, 
         "external_id": external_id,
         "dedupe_key": f"out:{external_id}",
         "delivery_status": DeliveryStatus.PENDING,
-    }]).one()
+    })
     insert_row(OutboxItem.__table__, {"message_id": message.id})
     return message

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from helpdesk.database import TransactionState, insert_returning, insert_row
+from helpdesk.database import TransactionState, insert_loaded, insert_row
 from helpdesk.extensions import db
 from helpdesk.models import (
     Agent,
@@ -154,7 +154,7 @@ def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor
     if customer.id is None:
         db.session.flush()  # the new customer gets its id
     # Inserted at once, outside the unit of work: a flush for it cost more than the rest of opening it.
-    ticket = db.session.scalars(insert_returning(Ticket), [{
+    ticket = insert_loaded(Ticket, {
         "number": next_ticket_number(),
         "subject": subject[:500],
         "channel": channel,
@@ -163,7 +163,7 @@ def open_ticket(customer: Customer, channel, subject: str, *, reason: str, actor
         "tier": Tier.FIRST_LINE,
         "customer_id": customer.id,
         **columns,
-    }]).one()
+    })
     record_event(ticket, "ticket.created", {"channel": str(channel)}, reason=reason, customer=customer,
                  actor_label=actor_label)
     return ticket

@@ -1,12 +1,21 @@
 """What a transaction that stores many emails does once for all of them: ticket numbers a block at a time, the
-rows nothing reads back (events, outbox items) in one statement per table, no lookup for a stored copy."""
+rows nothing reads back (events, outbox items) in one statement per table, no lookup for a stored copy; and
+rows inserted outside the unit of work (insert_loaded) that leave the session with a rollback."""
 
 import sqlalchemy as sa
 
-from helpdesk.database import begin_write, defer_inserts
+from helpdesk.database import begin_write, defer_inserts, insert_loaded
 from helpdesk.email_intake import EmailBatch, ingest_raw_email
 from helpdesk.extensions import db
-from helpdesk.models import Message, OutboxItem, QuarantinedMessage, Ticket, TicketCounter, TicketEvent
+from helpdesk.models import (
+    Customer,
+    Message,
+    OutboxItem,
+    QuarantinedMessage,
+    Ticket,
+    TicketCounter,
+    TicketEvent,
+)
 from helpdesk.tickets import (
     TICKET_NUMBER_BLOCK,
     next_ticket_number,
@@ -160,3 +169,24 @@ def test_a_savepoint_rolled_back_takes_back_its_held_rows_and_numbers_and_keeps_
                                .order_by(TicketEvent.id)).all()
     assert kinds[-2:] == ["before.savepoint", "released.savepoint"] and "inside.savepoint" not in kinds
     assert counter() == first + 2  # the two numbers used; the rest of the block given back
+
+
+def test_an_object_inserted_outside_the_unit_of_work_leaves_the_session_when_its_transaction_rolls_back():
+    begin_write()
+    kept = insert_loaded(Customer, {"name": "Kept"})
+    savepoint = db.session.begin_nested()
+    undone = insert_loaded(Customer, {"name": "Undone"})
+    assert undone in db.session and undone.name == "Undone" and undone.id is not None
+    savepoint.rollback()
+    assert undone not in db.session and kept in db.session
+    db.session.commit()
+    assert db.session.scalars(sa.select(Customer.name)).all() == ["Kept"]
+
+    begin_write()
+    gone = insert_loaded(Customer, {"name": "Gone"})
+    db.session.rollback()
+    assert gone not in db.session
+    # Its id is free again: the next customer may get it, and the session has room for it.
+    again = insert_loaded(Customer, {"name": "Again"})
+    db.session.commit()
+    assert db.session.get(Customer, again.id).name == "Again"
