@@ -138,27 +138,57 @@ _PER_TRANSACTION = "helpdesk.per_transaction"
 def insert_loaded(model: type[M], row: dict) -> M:
     """INSERT one `model` row outside the unit of work; return it as an object of the session, loaded as stored.
 
-    The INSERT is a Core statement returning every column; the object is built from what it returned and
-    joins the session as persistent (no SQL). An ORM INSERT ... RETURNING did the same through the ORM's bulk
-    machinery, at about three times the cost.
+    The INSERT is a Core statement returning every column; the object is built from what came back (see
+    loaded_object). An ORM INSERT ... RETURNING did the same through the ORM's bulk machinery, at about three
+    times the cost.
     """
     session = db.session()
-    statement, attributes = _insert_returning_columns(model)
-    returned = session.connection().execute(statement, [row]).one()
-    instance = model(**dict(zip(attributes, returned, strict=True)))
-    orm.make_transient_to_detached(instance)  # as if loaded: no pending changes, nothing to insert
-    session.add(instance)
+    returned = session.connection().execute(_insert_returning_all(model), [row]).one()
+    instance = _new_loaded(session, model, returned)
     _InsertedObjects.of(session, start=True).instances.append(instance)
     return instance
 
 
+def loaded_object(model: type[M], row: sa.Row) -> M:
+    """Return the session's object for a `model` row read with Core (all of `model`'s columns, in order).
+
+    The object the session holds for that row already, if any (it loads what it lacks when read); else one
+    built from the row, as a query builds what it loads, at a fraction of an ORM query's cost.
+    """
+    session = db.session()
+    mapper = sa.inspect(model)
+    existing = session.identity_map.get(mapper.identity_key_from_primary_key(
+        [row[index] for index in _primary_key_positions(model)]))
+    return existing if existing is not None else _new_loaded(session, model, row)
+
+
+def _new_loaded(session: orm.Session, model: type[M], row: sa.Row) -> M:
+    names = _attribute_names(model)
+    instance = sa.inspect(model).class_manager.new_instance()
+    orm.attributes.instance_dict(instance).update(zip(names, row, strict=True))  # no attribute events
+    orm.make_transient_to_detached(instance)  # as if loaded: nothing pending
+    session.add(instance)
+    return instance
+
 
 @functools.cache
-def _insert_returning_columns(model: type) -> tuple[sa.Insert, tuple[str, ...]]:
+def _insert_returning_all(model: type) -> sa.Insert:
+    table = sa.inspect(model).local_table
+    return sa.insert(table).returning(*table.columns)
+
+
+@functools.cache
+def _attribute_names(model: type) -> tuple[str, ...]:
+    # Objects are made without their constructor, which is what sets the mappers up on first use.
+    orm.configure_mappers()
     mapper = sa.inspect(model)
-    table = mapper.local_table
-    return (sa.insert(table).returning(*table.columns),
-            tuple(mapper.get_property_by_column(column).key for column in table.columns))
+    return tuple(mapper.get_property_by_column(column).key for column in mapper.local_table.columns)
+
+
+@functools.cache
+def _primary_key_positions(model: type) -> tuple[int, ...]:
+    table = sa.inspect(model).local_table
+    return tuple(list(table.columns).index(column) for column in table.primary_key.columns)
 
 
 @functools.cache

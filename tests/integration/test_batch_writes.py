@@ -4,7 +4,7 @@ rows inserted outside the unit of work (insert_loaded) that leave the session wi
 
 import sqlalchemy as sa
 
-from helpdesk.database import begin_write, defer_inserts, insert_loaded
+from helpdesk.database import begin_write, defer_inserts, insert_loaded, loaded_object
 from helpdesk.email_intake import EmailBatch, ingest_raw_email
 from helpdesk.extensions import db
 from helpdesk.models import (
@@ -190,3 +190,22 @@ def test_an_object_inserted_outside_the_unit_of_work_leaves_the_session_when_its
     again = insert_loaded(Customer, {"name": "Again"})
     db.session.commit()
     assert db.session.get(Customer, again.id).name == "Again"
+
+
+def test_a_row_read_with_core_becomes_the_sessions_object_for_it():
+    begin_write()
+    inserted = insert_loaded(Customer, {"name": "Ana", "tags": "vip"})
+    columns = Customer.__table__.columns
+    row = db.session.connection().execute(sa.select(*columns).where(columns.id == inserted.id)).one()
+    assert loaded_object(Customer, row) is inserted  # the one the session holds
+    customer_id, created_at = inserted.id, inserted.created_at
+    db.session.commit()
+    db.session.expunge_all()
+
+    found = loaded_object(Customer, db.session.connection().execute(
+        sa.select(*columns).where(columns.id == customer_id)).one())
+    assert found in db.session and not db.session.dirty
+    assert (found.name, found.tags, found.created_at) == ("Ana", "vip", created_at)
+    with statements_sent() as statements:
+        assert db.session.get(Customer, customer_id) is found
+    assert statements == []  # loaded already: no query
