@@ -5,8 +5,8 @@ before the database sees it. The poller hands each FETCH's bodies to `parse_ahea
 through them while this process writes the ones parsed before, so the two run side by side on two cores. Each
 parsed message carries its language, so the writing process never loads the language models.
 
-    parsing = parse_ahead(raws, languages)     # {raw: Future[InboundMessage]}; {} when disabled
-    inbound = parsed(raw, parsing)             # the parser process's answer, or parse_email(raw) here
+    parsing = parse_ahead(raws, processes, languages)  # {raw: Future}; {} when processes is 0
+    inbound = parsed(raw, parsing)                      # the parser process's answer, or parse_email(raw) here
 
 HELPDESK_EMAIL_PARSER_PROCESSES sets how many parser processes run (default 1; 0 parses in the poller's own
 process). A parser process that dies takes nothing with it: its messages are parsed here instead, and the next
