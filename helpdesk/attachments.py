@@ -19,17 +19,26 @@ def _root() -> pathlib.Path:
 
 def store_attachment(data: AttachmentData) -> Attachment:
     """Write the bytes (unless too large) and return the row describing them; the caller adds it."""
-    row = Attachment(
-        filename=(data.filename or "attachment")[:255],
-        content_type=(data.content_type or "application/octet-stream")[:255],
-        size=data.size,
-        content_id=data.content_id,
-        is_inline=data.is_inline,
-    )
+    return Attachment(**stored_attachment_values(data))
+
+
+def stored_attachment_values(data: AttachmentData) -> dict:
+    """Write the bytes (unless too large) and return the column values of the row describing them, always
+    the same columns (the caller sets `message_id` and inserts them, several rows in one statement)."""
+    values = {
+        "filename": (data.filename or "attachment")[:255],
+        "content_type": (data.content_type or "application/octet-stream")[:255],
+        "size": data.size,
+        "content_id": data.content_id,
+        "is_inline": data.is_inline,
+        "refused_reason": None,
+        "storage_path": None,
+        "sha256": None,
+    }
     limit = current_app.config["HELPDESK_MAX_ATTACHMENT_BYTES"]
     if data.size > limit:
-        row.refused_reason = f"refused: {data.size} bytes is over the {limit}-byte attachment limit"
-        return row
+        values["refused_reason"] = f"refused: {data.size} bytes is over the {limit}-byte attachment limit"
+        return values
     digest = hashlib.sha256(data.content).hexdigest()
     relative = pathlib.Path(digest[:2], digest[2:4], digest)
     target = _root() / relative
@@ -40,9 +49,9 @@ def store_attachment(data: AttachmentData) -> Attachment:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.content)
         os.replace(temporary, target)
-    row.storage_path = str(relative)
-    row.sha256 = digest
-    return row
+    values["storage_path"] = str(relative)
+    values["sha256"] = digest
+    return values
 
 
 def attachment_path(row: Attachment) -> pathlib.Path | None:

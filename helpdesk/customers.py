@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
 
 from channels.identities import normalize_email, normalize_phone, normalize_visitor_id
@@ -121,10 +122,24 @@ def resolve_customer(sender: SenderIdentity, other_identities: tuple[SenderIdent
 def _customer_with_identity(kind: IdentityKind, value: str) -> Customer | None:
     """Return the customer record that holds this identity (perhaps merged into another), in one query."""
     session = db.session()
-    session.flush()  # as a query's autoflush would: an identity added a moment ago is found
+    if _holds_more_than_touched_tickets(session):
+        session.flush()  # as a query's autoflush would: an identity added a moment ago is found
     # A Core query (every inbound message runs it): an ORM query costs several times as much.
     row = session.connection().execute(_customer_with_identity_query(), {"kind": kind, "value": value}).first()
     return None if row is None else loaded_object(Customer, row)
+
+
+# What every reply sets on its ticket. A session holding nothing else has nothing the reads of a message's
+# path depend on: those changes go in with the commit's flush, all tickets of a batch in one go.
+_TOUCHED_TICKET_COLUMNS = frozenset({"updated_at", "last_customer_message_at"})
+
+
+def _holds_more_than_touched_tickets(session: orm.Session) -> bool:
+    if session.new or session.deleted:
+        return True
+    return any(not isinstance(instance, Ticket)
+               or not orm.attributes.instance_state(instance).committed_state.keys() <= _TOUCHED_TICKET_COLUMNS
+               for instance in session.dirty)
 
 
 @functools.cache

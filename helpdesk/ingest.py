@@ -14,11 +14,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from channels.html import html_to_text, sanitize_html
 from channels.messages import InboundMessage
-from helpdesk.attachments import store_attachment
+from helpdesk.attachments import stored_attachment_values
 from helpdesk.customers import normalize_identity, resolve_customer
-from helpdesk.database import begin_write, insert_loaded, once_per_transaction
+from helpdesk.database import begin_write, insert_loaded, loaded_object, once_per_transaction, plain_insert
 from helpdesk.extensions import db
 from helpdesk.models import (
+    Attachment,
     Customer,
     CustomerIdentity,
     Direction,
@@ -93,20 +94,28 @@ def _insert_message_returning_id() -> sa.Insert:
     return sa.insert(Message.__table__).returning(Message.__table__.c.id)
 
 
+# Core queries of every ticket column, their rows made objects by loaded_object: most messages run one.
 @functools.cache
 def _ticket_of_known_message_query() -> sa.Select:
+    ticket, message = Ticket.__table__, Message.__table__
     return (
-        sa.select(Ticket)
-        .join(Message, Message.ticket_id == Ticket.id)
-        .where(Message.external_id.in_(sa.bindparam("external_ids", expanding=True)))
-        .order_by(Message.id.desc())
+        sa.select(*ticket.columns)
+        .join(message, message.c.ticket_id == ticket.c.id)
+        .where(message.c.external_id.in_(sa.bindparam("external_ids", expanding=True)))
+        .order_by(message.c.id.desc())
         .limit(1)
     )
 
 
 @functools.cache
 def _ticket_by_number_query() -> sa.Select:
-    return sa.select(Ticket).where(Ticket.number == sa.bindparam("number"))
+    ticket = Ticket.__table__
+    return sa.select(*ticket.columns).where(ticket.c.number == sa.bindparam("number"))
+
+
+def _ticket_found_by(query: sa.Select, parameters: dict) -> Ticket | None:
+    row = db.session.connection().execute(query, parameters).first()
+    return None if row is None else loaded_object(Ticket, row)
 
 
 @functools.cache
@@ -349,18 +358,16 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
             if not inbound.is_automatic:
                 ticket.last_customer_message_at = utcnow()
             ticket.updated_at = utcnow()
-        attachments = [store_attachment(data) for data in inbound.attachments]
+        if ticket.id is None or customer.id is None:
+            db.session.flush()  # the new ticket (and customer) get their ids
+        # Inserted on its own, outside the unit of work: the commonest row by far, and the unique dedupe
+        # key fails here, inside the transaction, if we lost a race.
+        message = insert_loaded(Message, {**values, "ticket_id": ticket.id, "author_customer_id": customer.id})
+        attachments = [stored_attachment_values(data) for data in inbound.attachments]
         if attachments:
-            message = Message(ticket=ticket, author_customer=customer, attachments=attachments, **values)
-            db.session.add(message)
-        else:
-            if ticket.id is None or customer.id is None:
-                db.session.flush()  # the new ticket (and customer) get their ids
-            # Inserted on its own, outside the unit of work: the commonest row by far, and the unique dedupe
-            # key fails here, inside the transaction, if we lost a race.
-            message = insert_loaded(Message, {**values, "ticket_id": ticket.id, "author_customer_id": customer.id})
-    if attachments:
-        db.session.flush()  # the unique dedupe key fails here, inside the transaction, if we lost a race
+            # One statement for all of them; `message.attachments` loads them when read.
+            db.session.connection().execute(plain_insert(Attachment.__table__),
+                                            [{**attachment, "message_id": message.id} for attachment in attachments])
 
     record_event(
         ticket,
@@ -371,9 +378,10 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
         actor_label=actor_label,
     )
     for attachment in attachments:
-        if attachment.refused_reason:
-            record_event(ticket, "attachment.refused", {"filename": attachment.filename, "size": attachment.size},
-                         reason=attachment.refused_reason, actor_label="system")
+        if attachment["refused_reason"]:
+            record_event(ticket, "attachment.refused",
+                         {"filename": attachment["filename"], "size": attachment["size"]},
+                         reason=attachment["refused_reason"], actor_label="system")
     # After the message is flushed (the next-response clock reads it), before the commit: one transaction.
     # What triage reads (the message, SLA pauses and alerts, agents) is flushed or untouched here, so its
     # queries need not flush the events and ticket changes above first: they go in with the commit.
@@ -435,15 +443,16 @@ def find_thread(inbound: InboundMessage, customer: Customer) -> tuple[Ticket | N
     """Return the ticket `inbound` continues and why, or (None, why a new one is opened)."""
     hints = inbound.thread
     if hints.reply_to_external_ids:
-        ticket = db.session.scalar(_ticket_of_known_message_query(),
-                                   {"external_ids": list(hints.reply_to_external_ids)})
+        ticket = _ticket_found_by(_ticket_of_known_message_query(),
+                                  {"external_ids": list(hints.reply_to_external_ids)})
         if ticket is not None:
             return ticket, "replies to a known message of this ticket"
     if hints.ticket_number is not None:
-        ticket = db.session.scalar(_ticket_by_number_query(), {"number": hints.ticket_number})
+        ticket = _ticket_found_by(_ticket_by_number_query(), {"number": hints.ticket_number})
         if ticket is not None and is_participant(ticket, customer):
             return ticket, f"names ticket #{ticket.number} and the sender takes part in it"
     if hints.join_open_ticket_on_channel and customer.id is not None:  # a customer new here has no ticket
+        db.session.flush()  # the query filters and orders on the status and times of tickets changed just now
         ticket = db.session.scalar(_open_ticket_on_channel_query(),
                                    {"customer_id": customer.id, "channel": inbound.channel})
         if ticket is not None:

@@ -297,11 +297,9 @@ def queue_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
     """
     window = dt.timedelta(minutes=current_app.config.get("HELPDESK_ACK_WINDOW_MINUTES", 60))
     limit = current_app.config.get("HELPDESK_ACK_LIMIT_PER_WINDOW", 3)
-    # Neither read below depends on what the transaction holds unflushed (the inbound message, its events):
-    # they need not flush it first, it goes with the acknowledgement's own flush.
-    with db.session.no_autoflush:
-        recent = db.session.scalar(_recent_acknowledgements_query(),
-                                   {"address": inbound.address, "since": utcnow() - window})
+    # A Core query: it reads only messages, which are inserted as they are made, never held for a flush.
+    recent = db.session.connection().execute(_recent_acknowledgements_query(),
+                                             {"address": inbound.address, "since": utcnow() - window}).scalar_one()
     if recent >= limit:
         # A sender (or a misconfigured autoresponder) opening ticket after ticket must not start a mail loop.
         record_event(ticket, "acknowledgement.held", {"address": inbound.address},
@@ -318,11 +316,12 @@ def queue_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
 @functools.cache
 def _recent_acknowledgements_query() -> sa.Select:
     # Built once, with bound parameters: every new ticket runs it, and building it cost more than running it.
+    message = Message.__table__.c
     return (
         sa.select(sa.func.count())
-        .select_from(Message)
-        .where(Message.direction == Direction.OUTBOUND, Message.is_automatic.is_(True),
-               Message.address == sa.bindparam("address"), Message.created_at >= sa.bindparam("since"))
+        .select_from(Message.__table__)
+        .where(message.direction == Direction.OUTBOUND, message.is_automatic.is_(True),
+               message.address == sa.bindparam("address"), message.created_at >= sa.bindparam("since"))
     )
 
 

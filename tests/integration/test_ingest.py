@@ -209,7 +209,7 @@ def test_a_failure_half_way_leaves_nothing_written(monkeypatch):
     def broken_store(data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ingest_module, "store_attachment", broken_store)
+    monkeypatch.setattr(ingest_module, "stored_attachment_values", broken_store)
     with pytest.raises(OSError):
         ingest(make_inbound(attachments=(Attachment("a.txt", "text/plain", b"x"),)))
     db.session.rollback()
