@@ -49,7 +49,7 @@ from channels.messages import (
     ThreadHints,
 )
 from helpdesk import presence
-from helpdesk.customers import find_identity
+from helpdesk.customers import find_identity, normalize_identity
 from helpdesk.database import begin_write
 from helpdesk.extensions import db, socketio
 from helpdesk.group_ingest import GroupIngest
@@ -460,7 +460,8 @@ def leave_offline_message(visitor_id: str, client_id: str, contact: ContactDetai
     result = ingest(inbound)
     # The acknowledgement starts the mail thread the customer can answer at once.
     is_new = result.is_new_ticket and not result.is_duplicate
-    if is_new and send_acknowledgement(result.ticket, result.message) is not None:
+    address = normalize_identity(inbound.sender).value  # as the message stored it
+    if is_new and send_acknowledgement(result.ticket, inbound.channel, address) is not None:
         enqueue("deliver_outbox")
     return ChatReceipt(message_id=result.message_id, seq=result.message_id, is_duplicate=result.is_duplicate)
 
@@ -541,13 +542,13 @@ def send_transcript(visitor_id: str, contact: ContactDetails | None) -> str:
         )
         for message in messages
     ]
-    message = queue_automatic_message(
+    message_id = queue_automatic_message(
         ticket, ChannelName.EMAIL, address, "Transcript of your chat",
         format_transcript(lines, ticket_number=ticket.number, team="our support team"))
-    record_event(ticket, "chat.transcript_sent", {"message_id": message.id, "address": address},
+    record_event(ticket, "chat.transcript_sent", {"message_id": message_id, "address": address},
                  reason="the visitor asked for the transcript", actor_label="visitor")
     publish_after_commit(db.session(), "message.created",
-                         {"ticket": ticket.number, "message_id": message.id, "public": True})
+                         {"ticket": ticket.number, "message_id": message_id, "public": True})
     db.session.commit()
     enqueue("deliver_outbox")
     return address

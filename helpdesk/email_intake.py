@@ -13,6 +13,7 @@ from flask import current_app
 
 from channels.email.parse import parse_email
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, InboundMessage, ThreadHints
+from helpdesk.customers import normalize_identity
 from helpdesk.database import begin_write, defer_inserts
 from helpdesk.email_parsing import ParsingAhead, parse_ahead, parsed
 from helpdesk.extensions import db
@@ -178,7 +179,8 @@ class _Acknowledgement:
 
     def __call__(self, result: IngestResult) -> None:
         if result.is_new_ticket and not self.inbound.is_automatic:
-            self.queued = queue_acknowledgement(result.ticket, result.message) is not None
+            address = normalize_identity(self.inbound.sender).value  # as the message stored it
+            self.queued = queue_acknowledgement(result.ticket, self.inbound.channel, address) is not None
 
 
 def is_own_outgoing(inbound: InboundMessage) -> bool:

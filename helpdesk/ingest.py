@@ -16,7 +16,7 @@ from channels.html import html_to_text, sanitize_html
 from channels.messages import InboundMessage
 from helpdesk.attachments import stored_attachment_values
 from helpdesk.customers import normalize_identity, resolve_customer
-from helpdesk.database import begin_write, insert_loaded, loaded_object, once_per_transaction, plain_insert
+from helpdesk.database import begin_write, inserted_id, loaded_object, once_per_transaction, plain_insert
 from helpdesk.extensions import db
 from helpdesk.models import (
     Attachment,
@@ -87,11 +87,6 @@ def find_message_by_dedupe_key(dedupe_key: str) -> Message | None:
 @functools.cache
 def _message_by_dedupe_key_query() -> sa.Select:
     return sa.select(Message).where(Message.dedupe_key == sa.bindparam("dedupe_key"))
-
-
-@functools.cache
-def _insert_message_returning_id() -> sa.Insert:
-    return sa.insert(Message.__table__).returning(Message.__table__.c.id)
 
 
 # Core queries of every ticket column, their rows made objects by loaded_object: most messages run one.
@@ -296,7 +291,7 @@ def write_continuation(inbound: InboundMessage) -> tuple[IngestResult | None, Tr
         stamp = stamp.values(language=language)  # as triage would: the first message that tells sets it
     if connection.execute(stamp, {"ticket_id": ticket_id, "now": now}).rowcount != 1:
         return None, config
-    message_id = connection.execute(_insert_message_returning_id(), [{
+    message_id = inserted_id(Message, {
         "ticket_id": ticket_id,
         "direction": Direction.INBOUND,
         "channel": inbound.channel,
@@ -310,7 +305,7 @@ def write_continuation(inbound: InboundMessage) -> tuple[IngestResult | None, Tr
         "reply_text": inbound.reply_text,
         "address": sender.value,
         "created_at": inbound.received_at or now,
-    }]).scalar_one()
+    })
     actor_label = customer_name or sender.value
     reason = _continues_conversation_reason(inbound)
     record_event_row(ticket_id, "message.received",
@@ -361,18 +356,19 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
         if ticket.id is None or customer.id is None:
             db.session.flush()  # the new ticket (and customer) get their ids
         # Inserted on its own, outside the unit of work: the commonest row by far, and the unique dedupe
-        # key fails here, inside the transaction, if we lost a race.
-        message = insert_loaded(Message, {**values, "ticket_id": ticket.id, "author_customer_id": customer.id})
+        # key fails here, inside the transaction, if we lost a race. Nothing here reads it as an object;
+        # IngestResult.message loads one for a caller that does.
+        message_id = inserted_id(Message, {**values, "ticket_id": ticket.id, "author_customer_id": customer.id})
         attachments = [stored_attachment_values(data) for data in inbound.attachments]
         if attachments:
-            # One statement for all of them; `message.attachments` loads them when read.
+            # One statement for all of them.
             db.session.connection().execute(plain_insert(Attachment.__table__),
-                                            [{**attachment, "message_id": message.id} for attachment in attachments])
+                                            [{**attachment, "message_id": message_id} for attachment in attachments])
 
     record_event(
         ticket,
         "message.received",
-        {"message_id": message.id, "channel": str(inbound.channel), "external_id": inbound.external_id},
+        {"message_id": message_id, "channel": str(inbound.channel), "external_id": inbound.external_id},
         reason=reason,
         customer=customer,
         actor_label=actor_label,
@@ -388,11 +384,11 @@ def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
     with db.session.no_autoflush:
         apply_triage(ticket, inbound, customer, on="create" if is_new_ticket else "customer_message",
                      config=triage_config, clock_inputs_before=clock_before)
-    payload = {"ticket": ticket.number, "message_id": message.id, "subject": ticket.subject,
+    payload = {"ticket": ticket.number, "message_id": message_id, "subject": ticket.subject,
                "customer": actor_label, "channel": str(inbound.channel)}
     publish_after_commit(db.session(), "ticket.created" if is_new_ticket else "message.created", payload)
-    return _before_commit(IngestResult.of(message, ticket, is_duplicate=False, is_new_ticket=is_new_ticket,
-                                          thread_reason=reason), before_commit)
+    return _before_commit(IngestResult(message_id, ticket.id, False, is_new_ticket, reason, loaded_ticket=ticket),
+                          before_commit)
 
 
 def _before_commit(result: IngestResult, before_commit: BeforeCommit | None) -> IngestResult:

@@ -14,7 +14,7 @@ from flask import current_app
 
 from channels.base import ChannelRegistry
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, OutboundMessage
-from helpdesk.database import begin_write, insert_loaded, insert_row
+from helpdesk.database import begin_write, insert_row, inserted_id
 from helpdesk.extensions import db
 from helpdesk.message_templates import render_acknowledgement
 from helpdesk.models import Agent, Direction, Message, OutboxItem, OutboxState, Ticket, TicketStatus
@@ -278,39 +278,41 @@ def _reply_subject(ticket: Ticket, custom: str | None = None) -> str:
     return f"{subject} {token}"
 
 
-def send_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
-    """Queue the automatic acknowledgement of a new ticket, unless its sender got too many lately; commit.
+def send_acknowledgement(ticket: Ticket, channel: ChannelName, address: str) -> int | None:
+    """Queue the automatic acknowledgement of new `ticket` to `address` on `channel`, unless that address got
+    too many lately; commit.
 
-    Returns the queued message, or None when it was held back (recorded on the ticket either way).
+    Returns the queued message's id, or None when it was held back (recorded on the ticket either way).
     """
     begin_write()
-    message = queue_acknowledgement(ticket, inbound)
+    message_id = queue_acknowledgement(ticket, channel, address)
     db.session.commit()
-    return message
+    return message_id
 
 
-def queue_acknowledgement(ticket: Ticket, inbound: Message) -> Message | None:
-    """Add the acknowledgement of new `ticket` and its outbox row to the open transaction; the caller commits.
+def queue_acknowledgement(ticket: Ticket, channel: ChannelName, address: str) -> int | None:
+    """Add the acknowledgement of new `ticket` to `address` on `channel` (where its first message came from,
+    as stored) and its outbox row to the open transaction; the caller commits.
 
-    Returns the queued message, or None when it was held back because its sender got too many lately
+    Returns the queued message's id, or None when it was held back because the address got too many lately
     (recorded on the ticket either way).
     """
     window = dt.timedelta(minutes=current_app.config.get("HELPDESK_ACK_WINDOW_MINUTES", 60))
     limit = current_app.config.get("HELPDESK_ACK_LIMIT_PER_WINDOW", 3)
     # A Core query: it reads only messages, which are inserted as they are made, never held for a flush.
     recent = db.session.connection().execute(_recent_acknowledgements_query(),
-                                             {"address": inbound.address, "since": utcnow() - window}).scalar_one()
+                                             {"address": address, "since": utcnow() - window}).scalar_one()
     if recent >= limit:
         # A sender (or a misconfigured autoresponder) opening ticket after ticket must not start a mail loop.
-        record_event(ticket, "acknowledgement.held", {"address": inbound.address},
+        record_event(ticket, "acknowledgement.held", {"address": address},
                      reason=f"{recent} acknowledgements to this address in the last {window}")
         return None
     with db.session.no_autoflush:
         # The admins' template for the ticket's language (or their default), else the built-in text.
         subject, text = render_acknowledgement(ticket)
-    message = queue_automatic_message(ticket, inbound.channel, inbound.address, subject, text)
-    record_event(ticket, "acknowledgement.sent", {"message_id": message.id, "address": inbound.address})
-    return message
+    message_id = queue_automatic_message(ticket, channel, address, subject, text)
+    record_event(ticket, "acknowledgement.sent", {"message_id": message_id, "address": address})
+    return message_id
 
 
 @functools.cache
@@ -326,14 +328,15 @@ def _recent_acknowledgements_query() -> sa.Select:
 
 
 def queue_automatic_message(ticket: Ticket, channel: ChannelName, address: str, subject: str | None,
-                            text: str) -> Message:
-    """Add a message the helpdesk sends by itself (no agent wrote it) to `ticket`, with its outbox item."""
+                            text: str) -> int:
+    """Add a message the helpdesk sends by itself (no agent wrote it) to `ticket`, with its outbox item; return
+    the message's id."""
     external_id = _new_external_id(channel)
     if ticket.id is None:
         db.session.flush()  # the new ticket gets its id
     # Both rows inserted at once, outside the unit of work: one is added for most new tickets, and a flush
-    # for them cost more than the rest of the acknowledgement.
-    message = insert_loaded(Message, {
+    # for them cost more than the rest of the acknowledgement. Nothing reads the message as an object here.
+    message_id = inserted_id(Message, {
         "ticket_id": ticket.id,
         "direction": Direction.OUTBOUND,
         "channel": channel,
@@ -346,5 +349,5 @@ def queue_automatic_message(ticket: Ticket, channel: ChannelName, address: str, 
         "dedupe_key": f"out:{external_id}",
         "delivery_status": DeliveryStatus.PENDING,
     })
-    insert_row(OutboxItem.__table__, {"message_id": message.id})
-    return message
+    insert_row(OutboxItem.__table__, {"message_id": message_id})
+    return message_id

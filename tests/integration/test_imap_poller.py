@@ -780,10 +780,10 @@ def test_a_message_that_fails_in_a_batch_is_quarantined_and_the_rest_of_its_batc
         mailbox.append(raw_email(f"<batch{n}@example.org>", sender=f"batch{n}@example.org", subject=subject))
     queue_acknowledgement = email_intake.queue_acknowledgement
 
-    def fails_on_poison(ticket, message):
+    def fails_on_poison(ticket, channel, address):
         if ticket.subject == "Poison":
             raise RuntimeError("template exploded")
-        return queue_acknowledgement(ticket, message)
+        return queue_acknowledgement(ticket, channel, address)
 
     monkeypatch.setattr(email_intake, "queue_acknowledgement", fails_on_poison)
 
