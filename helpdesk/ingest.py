@@ -321,14 +321,12 @@ def write_continuation(inbound: InboundMessage) -> tuple[IngestResult | None, Tr
 def _ingest_once(inbound: InboundMessage, before_commit: BeforeCommit | None,
                  triage_config: TriageConfig | None) -> IngestResult:
     sender = normalize_identity(inbound.sender)
-    customer = resolve_customer(sender, inbound.other_identities)
+    # One customer's messages are threaded one at a time (the customer's row locked), so two texts arriving
+    # together cannot both open a ticket.
+    customer = resolve_customer(sender, inbound.other_identities, lock=True)
     # Who wrote, for the audit trail and the inbox: the customer's name, else the identity they wrote from
     # (Customer.display_name would load all their identities for that).
     actor_label = customer.name or sender.value
-    if db.session.get_bind().dialect.name != "sqlite":
-        # One customer's messages are threaded one at a time (a row lock), so two texts arriving together
-        # cannot both open a ticket. SQLite needs none: the writer's transaction holds the database lock.
-        db.session.execute(sa.select(Customer.id).where(Customer.id == customer.id).with_for_update())
     # Until the message is written, nothing read here depends on what is added here (a new customer, a ticket,
     # its events): the reads need not flush first, and all of it goes to the database in one flush.
     with db.session.no_autoflush:

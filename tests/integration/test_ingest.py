@@ -248,6 +248,30 @@ def test_processes_racing_on_many_messages_from_new_senders_store_each_once(app_
     assert len(numbers) == len(set(numbers))
 
 
+def test_a_sender_another_writer_stored_after_our_lookup_is_theirs_and_ours_is_dropped(monkeypatch):
+    from helpdesk import customers
+
+    with db.engine.begin() as other_writer:  # commits between our lookup and our insert
+        theirs = other_writer.execute(sa.insert(Customer.__table__).returning(Customer.__table__.c.id),
+                                      [{"name": "Theirs"}]).scalar_one()
+        other_writer.execute(sa.insert(CustomerIdentity.__table__), [
+            {"customer_id": theirs, "kind": IdentityKind.EMAIL, "value": "late@example.org"}])
+    looked_up = []
+    lookup = customers._customer_with_identity
+
+    def looked_before_they_committed(kind, value, **options):
+        looked_up.append(value)
+        return None if len(looked_up) == 1 else lookup(kind, value, **options)
+
+    monkeypatch.setattr(customers, "_customer_with_identity", looked_before_they_committed)
+
+    result = ingest(make_inbound(sender=SenderIdentity(IdentityKind.EMAIL, "late@example.org", "Late")))
+
+    assert result.ticket.customer_id == theirs
+    assert db.session.scalars(sa.select(Customer.name)).all() == ["Theirs"]
+    assert count(CustomerIdentity) == 1
+
+
 def test_simultaneous_texts_from_a_known_number_share_one_ticket(app_config):
     from helpdesk.customers import resolve_customer
 
