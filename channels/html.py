@@ -26,16 +26,25 @@ _ALLOWED_ATTRIBUTES = {
 _URL_SCHEMES = {"http", "https", "mailto", "tel", "cid"}
 
 
-def sanitize_html(markup: str) -> str:
+class SanitizedHtml(str):
+    """HTML sanitize_html() returned: a later step (ingest) need not clean it again. Only this module makes one,
+    and no input can, so the type is a safe sign of what was done."""
+
+    __slots__ = ()
+
+
+def sanitize_html(markup: str) -> SanitizedHtml:
     """Return `markup` with only harmless tags, attributes and link schemes left."""
-    return nh3.clean(
+    if isinstance(markup, SanitizedHtml):
+        return markup
+    return SanitizedHtml(nh3.clean(
         markup,
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
         url_schemes=_URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
-    )
+    ))
 
 
 _BLOCK_END = re.compile(r"(?i)</(p|div|h[1-6]|li|tr|blockquote|pre|table)>|<br\s*/?>")

@@ -98,11 +98,14 @@ class EmailBatch:
     def expect(self, raws: list[bytes]) -> None:
         """Start parsing the raw emails take_in() is handed next, in the parser process (see email_parsing).
 
-        Replaces what an earlier call expected and was not taken in: the poller dropped those bodies too.
+        `raws` are all the bodies the poller holds and has not handed over yet: what an earlier call expected
+        is kept for those still among them, and forgotten for the others (the poller dropped them).
         """
         config = current_app.config
-        self._parsing = parse_ahead(raws, config.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1),
-                                    languages_to_detect())
+        kept = {raw: self._parsing[raw] for raw in raws if raw in self._parsing}
+        new = [raw for raw in raws if raw not in kept]
+        self._parsing = {**kept, **parse_ahead(new, config.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1),
+                                               languages_to_detect())}
 
     def take_in(self, raw: bytes, source: str) -> None:
         """Add one raw email to the batch, or take it in on its own when it cannot join one."""

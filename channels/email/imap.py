@@ -227,9 +227,10 @@ class MailboxPoller:
         #: sends the server another command (so no transaction waits on the network). If it raises, every
         #: message handed over since its last call counts as not committed.
         self.commit_handled = commit_handled
-        #: Told each FETCH's bodies, oldest first, before they are handed to on_message one by one, so work on
-        #: them can start ahead (the caller parses them in another process meanwhile). Advisory: if it
-        #: raises, the poller logs that and goes on.
+        #: Told, after each FETCH, every body downloaded and not handed over yet, oldest first, before they are
+        #: handed to on_message one by one, so work on them can start ahead (the caller parses them in another
+        #: process meanwhile). The next FETCH is sent once half of one is handed over, so such work never runs
+        #: dry. Advisory: if it raises, the poller logs that and goes on.
         self.on_download = on_download
         #: The cursor is saved after this many handled messages, or once `save_interval` seconds passed since
         #: the last save, and at the end of the run. Saving less often is safe: after a crash, what was
@@ -472,22 +473,47 @@ class MailboxPoller:
     def _download(self, client: IMAPClient, uid: int, run: _Run, report: PollReport) -> bytes | None:
         bodies = run.bodies
         if uid not in bodies.downloaded:
-            # This one and the next few still wanted, in one FETCH; those not handed over are dropped.
-            budget = self.body_batch_bytes
-            if self.max_run_bytes:
-                budget = min(budget, self.max_run_bytes - report.bytes_downloaded)
-            self._commit_handled(run, report)
-            chunk, size = [], 0
-            for wanted_uid, wanted_size in bodies.wanted_from(uid):
-                if chunk and (len(chunk) >= min(self.body_batch, run.limit - run.downloads)
-                              or size + wanted_size > budget):
-                    break
-                chunk.append(wanted_uid)
-                size += wanted_size
-            bodies.downloaded = {fetched_uid: _body(fetched)
-                                 for fetched_uid, fetched in client.fetch(chunk or [uid], [_BODY_ITEM]).items()}
-            self._announce(bodies.downloaded)
+            # This one and the next few still wanted, in one FETCH; bodies of messages before it will not be
+            # handed over any more (skipped as known, expunged) and are dropped.
+            bodies.downloaded = {kept: raw for kept, raw in bodies.downloaded.items() if kept > uid}
+            candidates = [wanted for wanted in bodies.wanted_from(uid) if wanted[0] not in bodies.downloaded]
+            self._fetch_bodies(client, candidates, run, report, ahead=False)
+        elif bodies.reads_ahead and len(bodies.downloaded) <= max(1, self.body_batch // 2):
+            # Read ahead: the next FETCH while half of this one is still to be handed over, so whoever works on
+            # bodies as they come (on_download) always has some to work on.
+            try:
+                self._fetch_bodies(client, bodies.wanted_after(bodies.fetched_through), run, report, ahead=True)
+            except DROPPED as error:
+                # The bodies in hand are handed over all the same; the next FETCH they need meets the broken
+                # connection and reconnects.
+                log.info("reading ahead in %s failed (%s)", self._where(), error)
+                bodies.reads_ahead = False
         return bodies.downloaded.pop(uid, None)
+
+    def _fetch_bodies(self, client: IMAPClient, candidates: list[tuple[int, int]], run: _Run,
+                      report: PollReport, *, ahead: bool) -> None:
+        """Download the first of `candidates` (unless reading `ahead`) and as many after it as one FETCH may
+        take, within what the run may still download."""
+        bodies = run.bodies
+        # What is downloaded but not handed over yet counts against the run's limits already.
+        room = run.limit - run.downloads - len(bodies.downloaded)
+        budget = self.body_batch_bytes
+        if self.max_run_bytes:
+            pending = sum(len(raw) for raw in bodies.downloaded.values() if raw is not None)
+            budget = min(budget, self.max_run_bytes - report.bytes_downloaded - pending)
+        chunk, size = [], 0
+        for wanted_uid, wanted_size in candidates:
+            if chunk and (len(chunk) >= min(self.body_batch, room) or size + wanted_size > budget):
+                break
+            chunk.append(wanted_uid)
+            size += wanted_size
+        if not chunk or (ahead and (room <= 0 or size > budget)):
+            return  # nothing to read ahead
+        self._commit_handled(run, report)
+        bodies.downloaded.update({fetched_uid: _body(fetched)
+                                  for fetched_uid, fetched in client.fetch(chunk, [_BODY_ITEM]).items()})
+        bodies.fetched_through = max(bodies.fetched_through, *chunk)
+        self._announce(bodies.downloaded)
 
     def _announce(self, downloaded: dict[int, bytes | None]) -> None:
         if self.on_download is None:
@@ -619,6 +645,10 @@ class _Bodies:
     #: (UID, RFC822.SIZE) of each message not known to be stored already.
     wanted: list[tuple[int, int]]
     downloaded: dict[int, bytes | None] = dataclasses.field(default_factory=dict)
+    #: The highest UID downloaded so far (read-ahead goes on after it).
+    fetched_through: int = 0
+    #: False once reading ahead failed: the connection is gone, and only a FETCH that must succeed finds out.
+    reads_ahead: bool = True
 
     @classmethod
     def wanted_among(cls, uids: list[int], headers: dict, known: _KnownIds) -> _Bodies:
@@ -637,6 +667,10 @@ class _Bodies:
     def wanted_from(self, uid: int) -> list[tuple[int, int]]:
         uids = [wanted_uid for wanted_uid, _ in self.wanted]
         return self.wanted[bisect.bisect_left(uids, uid):] if uid in uids else [(uid, 0)]
+
+    def wanted_after(self, uid: int) -> list[tuple[int, int]]:
+        uids = [wanted_uid for wanted_uid, _ in self.wanted]
+        return self.wanted[bisect.bisect_right(uids, uid):]
 
 
 @dataclasses.dataclass

@@ -269,7 +269,8 @@ def test_the_poller_reconnects_when_dovecot_restarts_mid_run_and_stores_everythi
 
     def crash_after_second_download(fetches):
         if fetches == 2:
-            # Two bodies are in hand, about to be stored, and the server goes away.
+            # The next bodies were read ahead while the second message's was still in hand, about to be
+            # stored, and the server goes away.
             dovecot_server.stop()
             restart.start()
 
@@ -280,10 +281,13 @@ def test_the_poller_reconnects_when_dovecot_restarts_mid_run_and_stores_everythi
         restart.join(10)
 
     assert outcome.error is None and outcome.stored == 5 and outcome.skipped_known == 0
-    # The third and fourth were stored while the server was gone; after reconnecting they are flagged,
-    # never downloaded or stored again.
-    assert spy.body_fetches == [uids[0:2], uids[2:4], uids[4:]]
-    assert spy.flag_commands[-2:] == [uids[2:4], uids[4:]]
+    assert spy.body_fetches[:2] == [uids[0:2], uids[2:4]]
+    # The second was stored while the server was gone; after reconnecting it is flagged, never downloaded or
+    # stored again. The bodies read ahead were not handed over before the connection dropped: they are
+    # downloaded again.
+    assert all(uid not in fetched for fetched in spy.body_fetches[2:] for uid in uids[0:2])
+    assert sorted(uid for fetched in spy.body_fetches[2:] for uid in fetched) == uids[2:]
+    assert {uid for flagged in spy.flag_commands for uid in flagged} == set(uids)
     assert stored_ids() == sorted(f"<r{n}@example.org>" for n in range(1, 6))
     assert mailbox.seen_uids() == uids
 
@@ -736,6 +740,43 @@ def test_the_cursor_is_saved_every_few_messages_and_at_the_end_of_the_run(mailbo
     assert saved == [0, uids[2], uids[5], uids[6]]
 
 
+def test_the_next_bodies_are_read_ahead_half_way_through_a_fetch_and_announced_with_those_still_in_hand(mailbox):
+    uids = [mailbox.append(raw_email(f"<ahead{n}@example.org>")) for n in range(10)]
+    events = []  # ("fetch", uids) for each FETCH of bodies, ("handed", uid) for each message handed over
+    spy = Spy(on_body=lambda n: events.append(("fetch", spy.body_fetches[-1])))
+    announced = []
+    uid_of = {}
+
+    def handed(raw):
+        events.append(("handed", uid_of[raw]))
+        return True
+
+    def note_download(raws):
+        announced.append([uid_of[raw] for raw in raws])
+
+    def remember_uids(fetched):
+        for uid, data in fetched.items():
+            uid_of[bytes(data[b"BODY[]"])] = uid
+
+    class RememberingClient(spy.client):
+        def fetch(self, messages, data, modifiers=None):
+            result = super().fetch(messages, data, modifiers)
+            if "BODY.PEEK[]" in data:
+                remember_uids(result)
+            return result
+
+    with MailboxPoller(settings_for(mailbox), MemoryCursor(), handed, lambda message_id: False,
+                       on_download=note_download, body_batch=4, client_factory=RememberingClient) as poller:
+        report = poller.poll()
+
+    assert report.stored == 10
+    # Four per FETCH; the next is sent once two of the four are handed over, before the third.
+    assert events[:4] == [("fetch", uids[0:4]), ("handed", uids[0]), ("handed", uids[1]), ("fetch", uids[4:8])]
+    assert [event for event in events if event[0] == "handed"] == [("handed", uid) for uid in uids]
+    assert announced[:2] == [uids[0:4], uids[2:8]]
+    assert sorted(uid for fetched in spy.body_fetches for uid in fetched) == uids  # each downloaded once
+
+
 def test_polled_mail_is_stored_many_messages_per_transaction_and_a_reply_in_the_same_batch_finds_its_ticket(
         app, mailbox, monkeypatch):
     monkeypatch.setitem(app.config, "HELPDESK_IMAP_BODIES_PER_FETCH", 10)
@@ -760,11 +801,12 @@ def test_polled_mail_is_stored_many_messages_per_transaction_and_a_reply_in_the_
         [outcome] = poll_each_mailbox()
 
     assert outcome.stored == 13 and mailbox.seen_uids() == list(range(1, 14))
-    # 13 messages (and 12 acknowledgements) in two transactions: 10, then 3.
+    # 13 messages (and 12 acknowledgements) in three transactions: 5, 5, then 3. The next FETCH, sent half-way
+    # through the first ten (read ahead), commits what came before it, as every IMAP command does.
     transactions = "".join("i" if event == "insert" else "|" for event in timeline).split("|")
-    assert len([writes for writes in transactions if writes]) == 2
+    assert [len(writes) for writes in transactions if writes] == [5 + 5, 5 + 5, 3 + 2]
     # Whether the triage rules changed is asked once per transaction, not once per message.
-    assert len(rules_checked) == 2
+    assert len(rules_checked) == 3
     tickets = {message.external_id: message.ticket_id for message in db.session.scalars(sa.select(Message))}
     assert tickets["<many-reply@example.org>"] == tickets["<many3@example.org>"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Ticket)) == 12
