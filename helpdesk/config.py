@@ -65,6 +65,8 @@ def build_config(instance_path: pathlib.Path, environ: os._Environ | dict | None
         # Processes that parse polled mail while the poller writes what they parsed before (0: the poller
         # parses it itself); see helpdesk/email_parsing.py.
         "HELPDESK_EMAIL_PARSER_PROCESSES": int(env.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1)),
+        # A parser process that takes longer over one message is stopped and the message quarantined.
+        "HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS": float(env.get("HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS", 60)),
         # Bytes of mail one poll downloads before leaving the rest to the next; a bigger message still comes
         # whole, alone in its poll (oversized attachments are refused at ingest, the message is kept).
         "HELPDESK_IMAP_BYTES_PER_RUN": int(env.get("HELPDESK_IMAP_BYTES_PER_RUN", 64 * 1024 * 1024)),

@@ -15,7 +15,7 @@ from channels.email.parse import parse_email
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, InboundMessage, ThreadHints
 from helpdesk.customers import normalize_identity
 from helpdesk.database import begin_write, defer_inserts
-from helpdesk.email_parsing import ParsingAhead, parse_ahead, parsed
+from helpdesk.email_parsing import ParsingAhead, ParsingTimedOut
 from helpdesk.extensions import db
 from helpdesk.ingest import IngestResult, ingest_in_transaction, ingest_with
 from helpdesk.models import CustomerIdentity, Direction, Message
@@ -90,7 +90,9 @@ class EmailBatch:
         self._held: list[tuple[bytes, str]] = []
         #: How many acknowledgements were queued (committed or held in the batch).
         self.queued_replies = 0
-        self._parsing: ParsingAhead = {}
+        config = current_app.config
+        self._parsing = ParsingAhead(config.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1), languages_to_detect(),
+                                     config.get("HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS", 60))
 
     def __len__(self) -> int:
         return len(self._held)
@@ -101,18 +103,19 @@ class EmailBatch:
         `raws` are all the bodies the poller holds and has not handed over yet: what an earlier call expected
         is kept for those still among them, and forgotten for the others (the poller dropped them).
         """
-        config = current_app.config
-        kept = {raw: self._parsing[raw] for raw in raws if raw in self._parsing}
-        new = [raw for raw in raws if raw not in kept]
-        self._parsing = {**kept, **parse_ahead(new, config.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1),
-                                               languages_to_detect())}
+        self._parsing.keep_only(raws)
+        self._parsing.add(raws)
 
     def take_in(self, raw: bytes, source: str) -> None:
         """Add one raw email to the batch, or take it in on its own when it cannot join one."""
         inbound = None
         try:
-            inbound = parsed(raw, self._parsing)
+            inbound = self._parsing.result(raw)
             joins = inbound.bounce is None and not has_our_message_id_shape(inbound.external_id)
+        except ParsingTimedOut as error:  # parsed again here, it would hold up the mailbox just the same
+            self.commit()
+            quarantine(ChannelName.EMAIL, source, raw, error)
+            return
         except Exception:  # take_in_email quarantines it, with the error
             joins = False
         if not joins:

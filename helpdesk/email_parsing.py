@@ -1,16 +1,23 @@
 """Polled mail is parsed in a process of its own, ahead of the one that writes it.
 
 Parsing (the standard `email` package, pure Python) and language detection are most of the CPU an email costs
-before the database sees it. The poller hands each FETCH's bodies to `parse_ahead()`; a parser process works
+before the database sees it. The poller hands each FETCH's bodies to a `ParsingAhead`; a parser process works
 through them while this process writes the ones parsed before, so the two run side by side on two cores. Each
 parsed message carries its language, so the writing process never loads the language models.
 
-    parsing = parse_ahead(raws, processes, languages)  # {raw: (Future, place)}; {} when processes is 0
-    inbound = parsed(raw, parsing)                      # the parser process's answer, or parse_email(raw) here
+    parsing = ParsingAhead(processes, languages, timeout)
+    parsing.add(raws)              # start parsing them (nothing starts when processes is 0)
+    inbound = parsing.result(raw)  # the parser process's answer, or parse_email(raw) here
 
 HELPDESK_EMAIL_PARSER_PROCESSES sets how many parser processes run (default 1; 0 parses in the poller's own
 process). A parser process that dies takes nothing with it: its messages are parsed here instead, and the next
 FETCH starts a new process. A message the parser rejects raises here exactly as parse_email() would.
+
+A message the parser process spends longer than HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS on (a pathological input
+the standard library takes hours over) must not hold up the mailbox: the process is stopped, the other messages
+it held are parsed again by a new one, one at a time, and the message that runs out of time alone raises
+ParsingTimedOut, which the poller quarantines. Only the parser processes have this deadline: with none, the
+poller parses in its own process and waits for as long as parsing takes.
 
 The processes are spawned, so a script that polls mail must guard its main module (`if __name__ ==
 "__main__":`), as multiprocessing requires; the `flask`, `celery` and `gunicorn` commands do.
@@ -39,9 +46,6 @@ _WARM_UP_TEXT = "Hello, I cannot log in to my account since yesterday. Could you
 #: one call queued per process); a chunk keeps it busy for a few milliseconds instead.
 CHUNK = 10
 
-#: Each raw email's chunk (its future answer) and its place in that chunk.
-ParsingAhead = dict[bytes, tuple[concurrent.futures.Future, int]]
-
 
 def parse_with_language(raw: bytes, languages: tuple[str, ...]) -> InboundMessage | None:
     """Parse one raw email and detect its language among `languages`: the parser process's whole job.
@@ -67,6 +71,20 @@ def _warm_up(languages: tuple[str, ...]) -> None:
         language_of(None, _WARM_UP_TEXT, languages)
 
 
+class ParsingTimedOut(Exception):
+    """A parser process spent longer than its deadline over one message; the message is quarantined."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer:
+    """The future answer of the parser-process call parsing a raw email, and that email's place in it."""
+
+    future: concurrent.futures.Future
+    place: int
+    #: How many emails that call parses: a call that times out over one email has found the slow one.
+    of: int
+
+
 class ParserProcesses:
     """The parser processes of this process, started on first use and kept for its lifetime."""
 
@@ -74,6 +92,7 @@ class ParserProcesses:
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._shape: tuple[int, tuple[str, ...]] | None = None
+        self._ready: concurrent.futures.Future | None = None
 
     def start(self, processes: int, languages: tuple[str, ...]) -> concurrent.futures.ProcessPoolExecutor | None:
         """Return the executor for `processes` parser processes that warm up `languages` (None for 0)."""
@@ -90,64 +109,128 @@ class ParserProcesses:
                     max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
                     initializer=_warm_up, initargs=(languages,))
                 self._shape = (processes, languages)
+                # Answered once a process has started and loaded its language models: a deadline for parsing
+                # counts from then.
+                self._ready = self._executor.submit(_warm_up, ())
             return self._executor
 
-    def submit(self, raws: list[bytes], processes: int, languages: tuple[str, ...]) -> ParsingAhead:
+    def wait_until_ready(self) -> None:
+        """Wait until the current parser processes have started (no deadline: starting is not parsing)."""
+        ready = self._ready
+        if ready is not None:
+            concurrent.futures.wait([ready])
+
+    def submit(self, raws: list[bytes], processes: int, languages: tuple[str, ...], *,
+               per_call: int = CHUNK) -> dict[bytes, _Answer]:
+        """Start parsing `raws`, `per_call` of them to a call; return each one's answer (none for 0 processes)."""
         for _attempt in range(2):
             executor = self.start(processes, languages)
             if executor is None:
                 return {}
             try:
-                parsing: ParsingAhead = {}
-                for start in range(0, len(raws), CHUNK):
-                    chunk = raws[start:start + CHUNK]
-                    answer = executor.submit(parse_chunk, chunk, languages)
-                    parsing.update((raw, (answer, place)) for place, raw in enumerate(chunk))
-                return parsing
+                answers: dict[bytes, _Answer] = {}
+                for start in range(0, len(raws), per_call):
+                    call = raws[start:start + per_call]
+                    future = executor.submit(parse_chunk, call, languages)
+                    answers.update((raw, _Answer(future, place, len(call))) for place, raw in enumerate(call))
+                return answers
             except BrokenProcessPool:
                 log.warning("the email parser process had stopped; starting a new one")
                 self.stop()
         return {}  # it keeps dying: this batch is parsed in the poller's process
 
-    def stop(self) -> None:
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the parser processes; with `kill`, also one that is busy parsing."""
         with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
+            executor, self._executor, self._ready = self._executor, None, None
+        if executor is None:
+            return
+        if kill:
+            terminate_workers = getattr(executor, "terminate_workers", None)  # Python 3.14
+            if terminate_workers is not None:
+                terminate_workers()
+            else:  # no public way before it
+                for process in list((executor._processes or {}).values()):
+                    process.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 _parser_processes = ParserProcesses()
 
 
-def parse_ahead(raws: list[bytes], processes: int, languages: tuple[str, ...]) -> ParsingAhead:
-    """Start parsing `raws` in the parser processes; return each one's future answer (none when disabled)."""
-    return _parser_processes.submit(raws, processes, languages)
+class ParsingAhead:
+    """Raw emails handed to the parser processes, each with its future answer; see the module's docs."""
+
+    def __init__(self, processes: int, languages: tuple[str, ...], timeout: float):
+        self.processes = processes
+        self.languages = languages
+        #: Seconds the parser process may take over one message before it is stopped.
+        self.timeout = timeout
+        self._answers: dict[bytes, _Answer] = {}
+
+    def __contains__(self, raw: bytes) -> bool:
+        return raw in self._answers
+
+    def add(self, raws: list[bytes]) -> None:
+        """Start parsing those of `raws` not being parsed already."""
+        new = [raw for raw in raws if raw not in self._answers]
+        self._answers.update(_parser_processes.submit(new, self.processes, self.languages))
+
+    def keep_only(self, raws: list[bytes]) -> None:
+        """Forget the answers of emails other than `raws` (the poller dropped them)."""
+        wanted = set(raws)
+        self._answers = {raw: answer for raw, answer in self._answers.items() if raw in wanted}
+
+    def result(self, raw: bytes) -> InboundMessage:
+        """Return `raw` parsed: the parser process's answer when it has one, else parse_email() here.
+
+        Raises what parse_email() raises for a message it cannot parse, and ParsingTimedOut for one the parser
+        process took longer than `timeout` over.
+        """
+        answer = self._answers.pop(raw, None)
+        while answer is not None:
+            _parser_processes.wait_until_ready()
+            try:
+                inbound = answer.future.result(timeout=self.timeout)[answer.place]
+            except TimeoutError:
+                answer = self._after_timeout(raw, answer)
+                continue
+            except (BrokenProcessPool, concurrent.futures.CancelledError):
+                log.warning("the email parser process stopped; parsing here instead", exc_info=True)
+                break
+            if inbound is not None:
+                return inbound
+            break
+        return parse_email(raw)
+
+    def _after_timeout(self, raw: bytes, answer: _Answer) -> _Answer:
+        """Stop the stuck parser process and hand what it held to a new one; raise if `raw` alone was the cause.
+
+        Returns `raw`'s new answer: the emails parsed in the stuck call go one to a call, so the next deadline
+        that passes names the slow one.
+        """
+        _parser_processes.stop(kill=True)
+        stuck = [raw] + [other for other, held in self._answers.items() if held.future is answer.future]
+        others = [other for other, held in self._answers.items() if held.future is not answer.future]
+        alone = answer.of == 1
+        if alone:
+            stuck.remove(raw)
+        self._answers = {
+            **_parser_processes.submit(stuck, self.processes, self.languages, per_call=1),
+            **_parser_processes.submit(others, self.processes, self.languages),
+        }
+        if alone:
+            log.warning("the email parser process took longer than %s s over one message; it was stopped",
+                        self.timeout)
+            raise ParsingTimedOut(f"parsing took longer than {self.timeout:g} s; the parser process was stopped")
+        log.warning("the email parser process took longer than %s s over %d messages; it was stopped and they "
+                    "are parsed again one at a time", self.timeout, answer.of)
+        return self._answers.pop(raw)
 
 
 def start_parser_processes(processes: int, languages: tuple[str, ...], *, wait: bool = True) -> None:
     """Start the parser processes now, not when the first mail comes; with `wait`, until their language models
     are loaded."""
-    executor = _parser_processes.start(processes, languages)
-    if executor is not None:
-        warmed = executor.submit(_warm_up, languages)
-        if wait:
-            warmed.result()
-
-
-def parsed(raw: bytes, parsing: ParsingAhead) -> InboundMessage:
-    """Return `raw` parsed: the parser process's answer when it has one, else parse_email() here.
-
-    Raises what parse_email() raises for a message it cannot parse.
-    """
-    chunk = parsing.pop(raw, None)
-    if chunk is not None:
-        answer, place = chunk
-        try:
-            inbound = answer.result()[place]
-        except (BrokenProcessPool, concurrent.futures.CancelledError):
-            log.warning("the email parser process stopped; parsing here instead", exc_info=True)
-        else:
-            if inbound is not None:
-                return inbound
-    return parse_email(raw)
-
+    _parser_processes.start(processes, languages)
+    if wait:
+        _parser_processes.wait_until_ready()

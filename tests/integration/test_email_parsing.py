@@ -4,6 +4,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from channels.email.parse import parse_email
 from helpdesk import email_intake, email_parsing
 from helpdesk.email_intake import EmailBatch
-from helpdesk.email_parsing import parse_ahead, parse_with_language, start_parser_processes
+from helpdesk.email_parsing import ParsingAhead, parse_with_language, start_parser_processes
 from helpdesk.extensions import db
 from helpdesk.mailboxes import poll_each_mailbox
 from helpdesk.models import QuarantinedMessage, Ticket
@@ -77,7 +78,9 @@ def test_polled_mail_is_parsed_and_its_language_told_in_the_parser_process(app, 
 def test_without_parser_processes_the_poller_parses_and_detects_itself(app, mailbox, monkeypatch,
                                                                        no_deliveries):
     monkeypatch.setitem(app.config, "HELPDESK_EMAIL_PARSER_PROCESSES", 0)
-    assert parse_ahead([b"anything"], 0, ("en",)) == {}
+    parsing = ParsingAhead(0, ("en",), 60)
+    parsing.add([b"anything"])
+    assert b"anything" not in parsing
     email_account(mailbox)
     mailbox.append(raw_email("<de0@example.org>", sender="anna@example.de", subject="Rechnung", body=GERMAN))
     detected = []
@@ -128,3 +131,38 @@ def test_mail_the_parser_rejects_is_quarantined_with_parse_emails_error(app):
     assert quarantined.raw == b"just some text"
     assert "no usable From address" in quarantined.error
     assert stored_ids() == ["<fine@example.org>"]
+
+
+def many_parts(message_id: str, parts: int) -> bytes:
+    """A valid message that takes the standard library seconds to parse (about 20 microseconds a part)."""
+    return (b"From: slow@example.org\r\nTo: support@example.com\r\nMessage-ID: " + message_id.encode()
+            + b"\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" * parts + b"--b--\r\n")
+
+
+def test_a_message_the_parser_process_is_stuck_on_is_quarantined_and_the_mailbox_goes_on(app, monkeypatch):
+    monkeypatch.setitem(app.config, "HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS", 1.0)
+    start_parser_processes(1, configured_languages())
+    stuck_process = parser_process_ids()
+    slow = many_parts("<slow@example.org>", 150_000)  # several seconds: five times the deadline or more
+    good = [raw_email(f"<quick{n}@example.org>", sender=f"quick{n}@example.org") for n in range(3)]
+    handed_over = [good[0], slow, good[1], good[2]]  # one call to the parser process: stuck as a whole
+    # Parsed here, the slow message would hold up the poller just the same; nothing may be.
+    monkeypatch.setattr(email_parsing, "parse_email", not_in_this_process)
+    monkeypatch.setattr(email_intake, "parse_email", not_in_this_process)
+
+    batch = EmailBatch()
+    batch.expect(handed_over)
+    for raw in handed_over:
+        batch.take_in(raw, "test")
+    batch.commit()
+
+    assert stored_ids() == [f"<quick{n}@example.org>" for n in range(3)]
+    [quarantined] = db.session.scalars(sa.select(QuarantinedMessage))
+    assert quarantined.raw == slow
+    assert "ParsingTimedOut: parsing took longer than 1 s" in quarantined.error
+    # The stuck process was stopped, and so was the one stuck on the slow message alone: one is left, new.
+    deadline = time.monotonic() + 10
+    while len(parser_process_ids()) != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(parser_process_ids()) == 1 and not stuck_process & parser_process_ids()

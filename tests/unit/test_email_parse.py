@@ -424,3 +424,22 @@ def test_deeply_nested_multiparts_do_not_crash(depth):
     except UnparseableEmail:
         pass  # refusing is fine; crashing is not
     json.dumps(parsed_email_json(raw))
+
+
+def test_overlong_headers_are_cut_but_references_and_recipients_stay_whole():
+    # The standard library decodes a long run of encoded words in quadratic time: a 280 kB Subject of them
+    # took ten seconds. Such headers are cut; what the message is filed and addressed by is read whole.
+    many_words = "=?utf-8?q?a?= " * 20_000
+    references = " ".join(f"<ref{n}@example.org>" for n in range(8_000))
+    recipients = ", ".join(f"=?utf-8?q?N=C3=A4me_{n}?= <user{n}@example.org>" for n in range(3_000))
+    raw = mail(f"From: {many_words}<spam@example.org>\nTo: {recipients}\nSubject: {many_words}\n"
+               f"X-Autoreply: {'yes ' * 50_000}\nMessage-ID: <long@example.org>\n"
+               f"In-Reply-To: <ref7999@example.org>\nReferences: {references}")
+
+    message = parse_email(raw)
+
+    assert message.subject == "a" * len(message.subject) and 1_000 < len(message.subject) <= 16 * 1024
+    assert message.sender.value == "spam@example.org" and len(message.sender.display_name) <= 16 * 1024
+    assert len(message.thread.reply_to_external_ids) == 8_000
+    assert len(message.to) == 3_000 and message.to[-1] == EmailAddress("user2999@example.org", "Näme 2999")
+    assert message.is_automatic
