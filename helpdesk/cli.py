@@ -88,9 +88,12 @@ def ingest_email_command(source):
 
 @helpdesk_cli.command("requeue-quarantined")
 def requeue_quarantined_command():
-    """Try every quarantined message again (emails and texts); fixed ones leave the quarantine."""
-    from channels.email.parse import parse_email
-    from helpdesk.ingest import ingest
+    """Try every quarantined message again (emails and texts); fixed ones leave the quarantine.
+
+    An email goes the way a polled one does: our own mail coming back is dropped, a bounce marks what bounced,
+    and a new ticket is acknowledged.
+    """
+    from helpdesk.email_intake import store_email
     from helpdesk.models import QuarantinedMessage
     from helpdesk.quarantine import mark_resolved, record_failed_retry, unresolved_quarantine
     from helpdesk.sms import TWILIO_QUARANTINE_SOURCE, store_kept_webhook
@@ -102,7 +105,7 @@ def requeue_quarantined_command():
             if row.source == TWILIO_QUARANTINE_SOURCE:
                 store_kept_webhook(row.raw)
             else:
-                ingest(parse_email(row.raw))
+                store_email(row.raw, f"requeued from {row.source}")
         except Exception as error:  # still broken: count another attempt and keep it
             record_failed_retry(db.session.get(QuarantinedMessage, row_id), error)
             failed += 1

@@ -56,24 +56,30 @@ def take_in_email(raw: bytes, source: str, *, deliver_now: bool = True,
     `inbound` is `raw` parsed already, if the caller has it.
     """
     try:
-        if inbound is None:
-            inbound = parse_email(raw)
-        if is_own_outgoing(inbound):
-            log.info("dropped our own outgoing mail %s that came back through %s", inbound.external_id, source)
-            return EmailIntake(dropped_reason="our own outgoing mail came back")
-        bounced = find_bounced_message(inbound)
-        inbound = _filed_with_bounced(inbound, bounced)
-        acknowledge = _Acknowledgement(inbound)
-        result = ingest_with(inbound, before_commit=acknowledge)
-        if inbound.is_bounce:
-            # Also after a duplicate delivery: a crash between the two transactions must not lose the bounce.
-            apply_bounce(inbound, bounced.id if bounced is not None else None)
-        if acknowledge.queued and deliver_now:
-            enqueue("deliver_outbox")
-        return EmailIntake(result=result, queued_reply=acknowledge.queued)
+        return store_email(raw, source, deliver_now=deliver_now, inbound=inbound)
     except Exception as error:  # any failure, parser bug or database error alike, must keep the bytes
         row = quarantine(ChannelName.EMAIL, source, raw, error)
         return EmailIntake(quarantined_id=row.id)
+
+
+def store_email(raw: bytes, source: str, *, deliver_now: bool = True,
+                inbound: InboundMessage | None = None) -> EmailIntake:
+    """take_in_email() without the quarantine: raises what fails (requeue-quarantined keeps the row then)."""
+    if inbound is None:
+        inbound = parse_email(raw)
+    if is_own_outgoing(inbound):
+        log.info("dropped our own outgoing mail %s that came back through %s", inbound.external_id, source)
+        return EmailIntake(dropped_reason="our own outgoing mail came back")
+    bounced = find_bounced_message(inbound)
+    inbound = _filed_with_bounced(inbound, bounced)
+    acknowledge = _Acknowledgement(inbound)
+    result = ingest_with(inbound, before_commit=acknowledge)
+    if inbound.is_bounce:
+        # Also after a duplicate delivery: a crash between the two transactions must not lose the bounce.
+        apply_bounce(inbound, bounced.id if bounced is not None else None)
+    if acknowledge.queued and deliver_now:
+        enqueue("deliver_outbox")
+    return EmailIntake(result=result, queued_reply=acknowledge.queued)
 
 
 class EmailBatch:

@@ -93,6 +93,33 @@ def test_requeue_ingests_a_quarantined_message_once_it_can_be_parsed(runner):
     assert db.session.scalars(sa.select(QuarantinedMessage)).one().resolved_at is not None
 
 
+def test_requeued_mail_is_taken_in_as_polled_mail_is_acknowledged_and_a_bounce_applied(runner):
+    from flask import current_app
+
+    from channels.messages import DeliveryStatus
+    from helpdesk.email_intake import take_in_email
+    from helpdesk.models import TicketEvent
+    from helpdesk.outbound import deliver_due, reply
+    from tests.integration.test_email_intake import delivery_status_report
+
+    ticket = take_in_email(RAW_EMAIL, "test").result.ticket
+    sent = reply(ticket, make_agent(), "Fixed it.")
+    deliver_due(current_app.extensions["helpdesk.channels"])
+    new_request = RAW_EMAIL.replace(b"vat-1@", b"vat-2@").replace(b"maria@", b"jon@").replace(b"VAT", b"VIES")
+    for raw in (delivery_status_report(sent.external_id), new_request):
+        db.session.add(QuarantinedMessage(channel="email", source="imap:support", raw=raw, error="db was down"))
+    db.session.commit()
+
+    result = runner.invoke(args=["helpdesk", "requeue-quarantined"])
+
+    assert "2 ingested, 0 still quarantined" in result.output
+    db.session.expire_all()
+    failed = db.session.get(Message, sent.id)
+    assert failed.delivery_status is DeliveryStatus.FAILED and "5.1.1" in failed.delivery_error
+    acknowledged = db.session.scalars(sa.select(TicketEvent.data).where(TicketEvent.kind == "acknowledgement.sent"))
+    assert sorted(data["address"] for data in acknowledged) == ["jon@example.org", "maria@example.org"]
+
+
 def test_seed_demo_covers_every_role_status_and_tier_and_is_idempotent(runner):
     first = runner.invoke(args=["helpdesk", "seed-demo"])
     assert first.exit_code == 0, first.output
