@@ -6,14 +6,14 @@ email becomes `.eml` files, texts and chat replies become JSON lines.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import email.message
-import email.utils
 import json
 import pathlib
 import threading
 import uuid
 
+from channels.email.smtp import build_email
 from channels.messages import ChannelName, DeliveryResult, DeliveryStatus, OutboundMessage
 
 
@@ -42,19 +42,7 @@ class LocalLogChannel:
         return DeliveryResult(status=DeliveryStatus.SENT, provider_id=provider_id)
 
     def _write_eml(self, message: OutboundMessage, provider_id: str) -> None:
-        mail = email.message.EmailMessage()
-        mail["From"] = self.from_address
-        mail["To"] = message.recipient
-        mail["Subject"] = message.subject or ""
-        mail["Date"] = email.utils.formatdate(localtime=False)
-        mail["Message-ID"] = provider_id if provider_id.startswith("<") else f"<{provider_id}>"
-        if message.reply_to_external_ids:
-            mail["In-Reply-To"] = message.reply_to_external_ids[0]
-            mail["References"] = " ".join(reversed(message.reply_to_external_ids))
-        if message.is_automatic:
-            mail["Auto-Submitted"] = "auto-replied"
-        mail.set_content(message.text)
-        if message.html:
-            mail.add_alternative(message.html, subtype="html")
+        # The very message SMTP would send, attachments and threading headers included.
+        mail = build_email(dataclasses.replace(message, external_id=provider_id), self.from_address)
         safe_name = "".join(c if c.isalnum() else "_" for c in provider_id.strip("<>"))[:80]
         (self.folder / f"{safe_name}.eml").write_bytes(bytes(mail))

@@ -6,18 +6,31 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import pathlib
 import re
 import uuid
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from flask import current_app
 
 from channels.base import ChannelRegistry
+from channels.messages import Attachment as AttachmentData
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, OutboundMessage
+from helpdesk.attachments import attachment_path, store_attachment
 from helpdesk.database import begin_write, insert_row, inserted_id
 from helpdesk.extensions import db
 from helpdesk.message_templates import render_acknowledgement
-from helpdesk.models import Agent, Direction, Message, OutboxItem, OutboxState, Ticket, TicketStatus
+from helpdesk.models import (
+    Agent,
+    Attachment,
+    Direction,
+    Message,
+    OutboxItem,
+    OutboxState,
+    Ticket,
+    TicketStatus,
+)
 from helpdesk.models.base import utcnow
 from helpdesk.realtime import publish_after_commit
 from helpdesk.sms import text_reply_refusal
@@ -79,9 +92,16 @@ def has_our_message_id_shape(external_id: str | None) -> bool:
     return bool(external_id) and _OUR_EMAIL_MESSAGE_ID.fullmatch(external_id) is not None
 
 
+#: Files one reply or note may carry.
+MAX_REPLY_FILES = 10
+
+
 def reply(ticket: Ticket, agent: Agent, text: str, *, is_public: bool = True,
-          new_status: TicketStatus | None = None) -> Message:
-    """Store an agent's reply (or internal note) and, for a reply, its outbox row; one transaction."""
+          new_status: TicketStatus | None = None, files: Sequence[AttachmentData] = ()) -> Message:
+    """Store an agent's reply (or internal note) with its files and, for a reply, its outbox row; one transaction.
+
+    Files go out with replies by email; on other channels only an internal note keeps them.
+    """
     text = (text or "").strip()
     if not text:
         raise ReplyRefused("the reply is empty")
@@ -92,6 +112,7 @@ def reply(ticket: Ticket, agent: Agent, text: str, *, is_public: bool = True,
         refusal = text_reply_refusal(channel, address, text)
         if refusal:
             raise ReplyRefused(refusal)
+    _check_files(files, channel if is_public else None)
     external_id = _new_external_id(channel) if is_public else None
     message = Message(
         ticket=ticket,
@@ -105,6 +126,7 @@ def reply(ticket: Ticket, agent: Agent, text: str, *, is_public: bool = True,
         dedupe_key=f"out:{external_id}" if is_public else f"note:{uuid.uuid4().hex}",
         delivery_status=DeliveryStatus.PENDING if is_public else None,
     )
+    message.attachments.extend(store_attachment(file) for file in files)
     db.session.add(message)
     db.session.flush()
     if is_public:
@@ -123,6 +145,21 @@ def reply(ticket: Ticket, agent: Agent, text: str, *, is_public: bool = True,
                          {"ticket": ticket.number, "message_id": message.id, "public": is_public})
     db.session.commit()
     return message
+
+
+def _check_files(files: Sequence[AttachmentData], channel: ChannelName | None) -> None:
+    """Refuse files a reply on `channel` (None: an internal note) cannot carry, before anything is stored."""
+    if not files:
+        return
+    if channel is not None and channel is not ChannelName.EMAIL:
+        raise ReplyRefused(f"files go out with email replies only, and this reply goes out by {channel}; "
+                           "send the file as an internal note, or reply by email")
+    if len(files) > MAX_REPLY_FILES:
+        raise ReplyRefused(f"{len(files)} files is more than the {MAX_REPLY_FILES} one reply may carry")
+    limit = current_app.config["HELPDESK_MAX_ATTACHMENT_BYTES"]
+    for file in files:
+        if file.size > limit:
+            raise ReplyRefused(f"{file.filename} is {file.size} bytes, over the {limit}-byte limit for a file")
 
 
 def _conversation_ids(message: Message) -> tuple[str, ...]:
@@ -179,7 +216,7 @@ def _deliver(registry: ChannelRegistry, claimed: list[int]) -> int:
     for due in _read_due(claimed):
         provider_id = None
         try:
-            result = registry.get(due.message.channel).send(due.message)
+            result = registry.get(due.message.channel).send(_with_files(due))
         except Exception as error:  # a channel bug must not stop the other deliveries
             log.exception("sending message %s failed", due.message_id)
             result_status, error_text, temporary = DeliveryStatus.FAILED, f"{type(error).__name__}: {error}", True
@@ -208,6 +245,39 @@ class _DueItem:
     message_id: int
     ticket_number: int
     message: OutboundMessage
+    #: The stored files the message carries (read as plain values: the rows expire at each commit); their
+    #: bytes are read when it is sent.
+    files: tuple[_OutgoingFile, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class _OutgoingFile:
+    filename: str
+    content_type: str
+    path: pathlib.Path | None
+    content_id: str | None
+    is_inline: bool
+
+    @classmethod
+    def of(cls, row: Attachment) -> _OutgoingFile:
+        return cls(row.filename, row.content_type, attachment_path(row), row.content_id, row.is_inline)
+
+
+def _with_files(due: _DueItem) -> OutboundMessage:
+    """The message to send, with its files' bytes (a file gone from storage fails the attempt, to be retried)."""
+    if not due.files:
+        return due.message
+    attachments = []
+    for file in due.files:
+        try:
+            content = file.path.read_bytes() if file.path is not None else None
+        except OSError as error:
+            raise FileNotFoundError(f"the file {file.filename} can no longer be read: {error.strerror}") from error
+        if content is None:
+            raise FileNotFoundError(f"the file {file.filename} was never stored")
+        attachments.append(AttachmentData(filename=file.filename, content_type=file.content_type, content=content,
+                                          content_id=file.content_id, is_inline=file.is_inline))
+    return dataclasses.replace(due.message, attachments=tuple(attachments))
 
 
 def _read_due(item_ids: list[int]) -> list[_DueItem]:
@@ -221,6 +291,11 @@ def _read_due(item_ids: list[int]) -> list[_DueItem]:
         .where(OutboxItem.id.in_(item_ids))
     ).all()
     found = {item_id: (message, ticket) for item_id, message, ticket in rows}
+    files: dict[int, list[_OutgoingFile]] = {}
+    for row in db.session.scalars(sa.select(Attachment).where(
+            Attachment.message_id.in_([message.id for message, _ticket in found.values()]))
+            .order_by(Attachment.id)):
+        files.setdefault(row.message_id, []).append(_OutgoingFile.of(row))
     due = []
     for item_id in item_ids:
         if item_id not in found:
@@ -236,7 +311,7 @@ def _read_due(item_ids: list[int]) -> list[_DueItem]:
             reply_to_external_ids=_conversation_ids(message),
             is_automatic=message.is_automatic,
         )
-        due.append(_DueItem(item_id, message.id, ticket.number, outbound))
+        due.append(_DueItem(item_id, message.id, ticket.number, outbound, tuple(files.get(message.id, ()))))
     return due
 
 

@@ -9,6 +9,7 @@ from wtforms import (
     BooleanField,
     EmailField,
     IntegerField,
+    MultipleFileField,
     PasswordField,
     SelectChoice,
     SelectField,
@@ -53,6 +54,7 @@ class ReplyForm(FlaskForm):
     status = SelectField(
         "Then set status", choices=[SelectChoice("", "Keep status"), *STATUS_CHOICES], validators=[Optional()]
     )
+    files = MultipleFileField("Files (sent with an email reply, or kept with a note)")
 
 
 class AgentForm(FlaskForm):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import mimetypes
+
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from channels.messages import Attachment as AttachmentData
 from helpdesk.customers import customer_history
 from helpdesk.extensions import db
-from helpdesk.models import Agent, Message, Priority, Ticket, TicketStatus, Tier
+from helpdesk.models import Agent, Attachment, Message, Priority, Ticket, TicketStatus, Tier
 from helpdesk.outbound import ReplyRefused, reply, reply_route
 from helpdesk.queries import get_ticket_or_404, ticket_events, ticket_messages
 from helpdesk.sms import TextReplyState, text_reply_state
@@ -22,6 +25,7 @@ from helpdesk.tickets import (
     move_message,
     split_message,
 )
+from helpdesk.web.files import send_stored_file
 from helpdesk.web.forms import EmptyForm, ReplyForm
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
@@ -41,7 +45,10 @@ def other_conversations(ticket: Ticket) -> list[Ticket]:
 @login_required
 def show(number: int):
     """Show the ticket with its messages and events."""
-    ticket = get_ticket_or_404(number)
+    return _ticket_page(get_ticket_or_404(number), ReplyForm())
+
+
+def _ticket_page(ticket: Ticket, form: ReplyForm, status: int = 200):
     # A deactivated assignee stays in the list, so saving the other fields does not silently unassign them.
     agents = db.session.scalars(
         sa.select(Agent)
@@ -54,7 +61,7 @@ def show(number: int):
         messages=ticket_messages(ticket),
         events=ticket_events(ticket),
         others=other_conversations(ticket),
-        form=ReplyForm(),
+        form=form,
         text_reply=_text_reply_state(ticket),
         fields_form=EmptyForm(),
         agents=agents,
@@ -62,7 +69,7 @@ def show(number: int):
         priorities=list(Priority),
         tiers=list(Tier),
         escalation_reasons=ESCALATION_REASONS,
-    )
+    ), status
 
 
 @bp.get("/<int:number>/live")
@@ -133,14 +140,40 @@ def post_reply(number: int):
         return redirect(url_for("tickets.show", number=number))
     new_status = TicketStatus(form.status.data) if form.status.data else None
     try:
-        message = reply(ticket, current_user, form.text.data, is_public=not form.internal.data, new_status=new_status)
+        message = reply(ticket, current_user, form.text.data, is_public=not form.internal.data, new_status=new_status,
+                        files=_uploaded_files())
     except ReplyRefused as error:
+        # The page again with the text as written (files must be chosen again: a browser keeps none).
+        db.session.rollback()
         flash(f"Not sent: {error}", "error")
-        return redirect(url_for("tickets.show", number=number))
+        return _ticket_page(ticket, form, 422)
     if message.is_public:
         enqueue("deliver_outbox")
     flash("Internal note added." if not message.is_public else "Reply queued for delivery.", "info")
     return redirect(url_for("tickets.show", number=number))
+
+
+def _uploaded_files() -> list[AttachmentData]:
+    """The files chosen in the reply form (a form sent without any has one empty entry)."""
+    files = []
+    for upload in request.files.getlist("files"):
+        if not upload.filename:
+            continue
+        content = upload.read()
+        content_type = upload.mimetype or mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
+        files.append(AttachmentData(filename=upload.filename, content_type=content_type, content=content))
+    return files
+
+
+@bp.get("/<int:number>/files/<int:attachment_id>")
+@login_required
+def file(number: int, attachment_id: int):
+    """Send a file of one of the ticket's messages (images open in the browser, other files download)."""
+    ticket = get_ticket_or_404(number)
+    row = db.session.get(Attachment, attachment_id)
+    if row is None or row.message.ticket_id != ticket.id:
+        abort(404, "There is no such file on this ticket.")
+    return send_stored_file(row) or abort(404, "The file was not kept, or is no longer stored.")
 
 
 @bp.post("/<int:number>/update")

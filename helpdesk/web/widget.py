@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import pathlib
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask_login import login_required
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from channels.chat.namespace import MAX_CLIENT_ID, MAX_TEXT, is_origin_allowed
 from channels.chat.uploads import UploadRefused, check_upload, describe_limit
-from helpdesk.attachments import attachment_path
 from helpdesk.chat import (
     attachment_for_agent,
     attachment_for_visitor,
@@ -29,6 +28,7 @@ from helpdesk.chat import (
 from helpdesk.extensions import csrf, db, limiter
 from helpdesk.models import Attachment
 from helpdesk.web.errors import http_error
+from helpdesk.web.files import send_stored_file
 
 bp = Blueprint("widget", __name__)
 
@@ -196,15 +196,4 @@ def agent_attachment(attachment_id: int):
 
 
 def _send_attachment(row: Attachment) -> Response:
-    path = attachment_path(row)
-    if path is None or not path.exists():
-        return _refusal(404, "not_found", "The file is no longer stored.")
-    is_image = row.content_type.startswith("image/")
-    response = send_file(path, mimetype=row.content_type, as_attachment=not is_image, download_name=row.filename,
-                         conditional=True, max_age=0)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    # Opened directly, a file can run nothing and load nothing.
-    response.headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
-    response.headers["Cache-Control"] = "private, no-cache"
-    db.session.rollback()
-    return response
+    return send_stored_file(row) or _refusal(404, "not_found", "The file is no longer stored.")

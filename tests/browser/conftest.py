@@ -86,11 +86,13 @@ def browser():
 
 
 def served_app_env(app, app_config, tmp_path: pathlib.Path, base_url: str, **extra: str) -> dict[str, str]:
-    """The environment of an app served at `base_url` on the test database, with `extra` settings."""
+    """The environment of an app served at `base_url` on the test database and its files, with `extra` settings."""
     return {
         "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
         "SECRET_KEY": app_config["SECRET_KEY"],
         "HELPDESK_INSTANCE_PATH": str(tmp_path / "instance"),
+        # The test's own files (stored by ingest in this process) are the served app's too.
+        "HELPDESK_ATTACHMENT_FOLDER": app.config["HELPDESK_ATTACHMENT_FOLDER"],
         "HELPDESK_PUBLIC_URL": base_url,
         "HELPDESK_LOGIN_RATE_LIMIT": TEST_LOGIN_RATE_LIMIT,
         **extra,

@@ -148,6 +148,33 @@ def test_a_reply_waits_while_the_smtp_server_cannot_take_it_and_is_delivered_onc
     assert db.session.get(Message, message.id).delivery_status is DeliveryStatus.SENT
 
 
+def test_an_agents_files_reach_the_smtp_server_with_the_reply_and_a_lost_file_holds_it_back(smtp_server, agent):
+    from helpdesk.attachments import attachment_path
+
+    ticket = ingest_raw_email(raw_email("<q1@example.org>"), "test").ticket
+    invoice = Attachment("Rechnung März.pdf", "application/pdf", b"%PDF-1.4 corrected")
+    log = Attachment("server.log", "text/plain", "zeile 1: übertragen\n".encode())
+    message = reply(ticket, agent, "The corrected invoice and the log.", files=[invoice, log])
+
+    assert deliver_due(smtp_registry(smtp_server)) == 1
+
+    [received] = smtp_server.messages
+    parts = list(received.message.iter_attachments())
+    assert [(part.get_filename(), part.get_content_type(), part.get_payload(decode=True)) for part in parts] == [
+        ("Rechnung März.pdf", "application/pdf", b"%PDF-1.4 corrected"),
+        ("server.log", "text/plain", "zeile 1: übertragen\n".encode())]
+    assert received.message.get_body(("plain",)).get_content().strip() == "The corrected invoice and the log."
+    assert outbox_item_of(message).state is OutboxState.SENT
+
+    # A file gone from storage holds the reply back with the reason, rather than sending it without the file.
+    lost = reply(ticket, agent, "And the credit note.", files=[Attachment("credit.pdf", "application/pdf", b"%PDF")])
+    attachment_path(lost.attachments[0]).unlink()
+    assert deliver_due(smtp_registry(smtp_server)) == 1
+    item = outbox_item_of(lost)
+    assert item.state is OutboxState.PENDING and "credit.pdf" in item.last_error
+    assert len(smtp_server.messages) == 1
+
+
 def test_a_recipient_refused_with_550_fails_the_reply_with_the_servers_reason(smtp_server, agent):
     smtp_server.refuse_with = "550 5.1.1 <maria@example.org>: Recipient address rejected: User unknown"
     ticket, message = reply_to_maria(agent)

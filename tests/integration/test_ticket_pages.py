@@ -2,6 +2,7 @@
 
 import email
 import email.policy
+import io
 import pathlib
 import re
 
@@ -201,6 +202,72 @@ def test_an_internal_note_is_kept_private_and_never_sent(client, auth, agent, ti
     assert [event.actor_agent_id for event in events_of(ticket, "note.added")] == [agent.id]
     page = client.get(f"/tickets/{ticket.number}").get_data(as_text=True)
     assert "Internal note added." in page and "internal note" in page
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40  # enough of a PNG for a browser to be told it is one
+PDF = b"%PDF-1.4\n% the corrected invoice\n"
+
+
+def test_an_agents_files_go_out_with_the_reply_and_open_from_the_ticket(client, auth, agent, ticket, outgoing):
+    before = eml_files(outgoing)
+    response = post_reply(client, auth, ticket.number, text="The corrected invoice and a screenshot.",
+                          files=[(io.BytesIO(PDF), "Rechnung März.pdf", "application/pdf"),
+                                 (io.BytesIO(PNG), "screen.png", "image/png")])
+    assert response.status_code == 302
+
+    message = db.session.scalars(sa.select(Message).where(Message.direction == Direction.OUTBOUND)).one()
+    assert [(row.filename, row.content_type, row.size) for row in message.attachments] == [
+        ("Rechnung März.pdf", "application/pdf", len(PDF)), ("screen.png", "image/png", len(PNG))]
+    [written] = eml_files(outgoing) - before
+    mail = email.message_from_bytes(written.read_bytes(), policy=email.policy.default)
+    assert mail.get_body(("plain",)).get_content().strip().startswith("The corrected invoice and a screenshot.")
+    assert [(part.get_filename(), part.get_content()) for part in mail.iter_attachments()] == [
+        ("Rechnung März.pdf", PDF), ("screen.png", PNG)]
+
+    page = client.get(f"/tickets/{ticket.number}").get_data(as_text=True)
+    links = re.findall(rf'href="(/tickets/{ticket.number}/files/\d+)"', page)
+    assert len(links) == 2
+    pdf = client.get(links[0])
+    assert pdf.get_data() == PDF and pdf.headers["Content-Disposition"].startswith("attachment")
+    pdf.close()
+    assert "sandbox" in pdf.headers["Content-Security-Policy"] and pdf.headers["X-Content-Type-Options"] == "nosniff"
+    image = client.get(links[1])
+    assert image.get_data() == PNG and image.mimetype == "image/png"
+    image.close()
+    assert image.headers["Content-Disposition"].startswith("inline")
+    # A file is opened through its own ticket only, and by agents only.
+    other = ingest(make_inbound(subject="Another question")).ticket
+    assert client.get(links[0].replace(f"/tickets/{ticket.number}/", f"/tickets/{other.number}/")).status_code == 404
+    client.post("/logout", data={"csrf_token": auth.csrf_token("/profile")})
+    assert client.get(links[0]).status_code == 302
+
+
+def test_files_cannot_go_out_by_text_so_the_reply_is_refused_with_its_text_kept(client, auth, agent):
+    sms = ingest(make_inbound(channel=ChannelName.SMS)).ticket
+    response = post_reply(client, auth, sms.number, text="Here is the label to print.",
+                          files=[(io.BytesIO(PDF), "label.pdf", "application/pdf")])
+
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert "Not sent: files go out with email replies only, and this reply goes out by sms" in page
+    assert "Here is the label to print.</textarea>" in page
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(
+        Message.direction == Direction.OUTBOUND)) == 0
+    # Kept with an internal note instead, it is never sent.
+    post_reply(client, auth, sms.number, text="The label, for whoever prints it.", internal="y",
+               files=[(io.BytesIO(PDF), "label.pdf", "application/pdf")])
+    note = db.session.scalars(sa.select(Message).where(Message.direction == Direction.OUTBOUND)).one()
+    assert not note.is_public and [row.filename for row in note.attachments] == ["label.pdf"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem)) == 0
+
+
+def test_a_file_over_the_limit_refuses_the_reply_with_the_reason(client, auth, agent, ticket, app, monkeypatch):
+    monkeypatch.setitem(app.config, "HELPDESK_MAX_ATTACHMENT_BYTES", 1000)
+    response = post_reply(client, auth, ticket.number, text="The whole log.",
+                          files=[(io.BytesIO(b"x" * 1001), "server.log", "text/plain")])
+    assert response.status_code == 422
+    assert "Not sent: server.log is 1001 bytes, over the 1000-byte limit" in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem)) == 0
 
 
 def post_update(client, auth, number, **fields):

@@ -1,0 +1,68 @@
+"""An agent sends files with a reply from the ticket page in a real browser, and opens the customer's."""
+
+import struct
+import zlib
+
+import pytest
+import sqlalchemy as sa
+from playwright.sync_api import expect
+
+from channels.messages import Attachment, IdentityKind, SenderIdentity
+from helpdesk.extensions import db
+from helpdesk.ingest import ingest
+from helpdesk.models import Direction, Message
+from tests.browser.conftest import log_in
+from tests.factories import make_agent, make_inbound
+
+
+def png(width: int, height: int) -> bytes:
+    """A valid grey PNG image of the given size."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def page(browser, live_server):
+    make_agent(email="wendy@example.com", name="Wendy Watcher")
+    db.session.commit()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        log_in(page, live_server, "wendy@example.com")
+        yield page
+    finally:
+        context.close()
+
+
+def test_an_agent_sends_files_with_a_reply_and_opens_the_customers_screenshot(page, live_server, screenshot):
+    maria = SenderIdentity(IdentityKind.EMAIL, "maria@example.org", "Maria Lopez")
+    screenshot_of_error = png(40, 30)
+    ticket = ingest(make_inbound(sender=maria, subject="The checkout fails", attachments=(
+        Attachment("error.png", "image/png", screenshot_of_error),))).ticket.number
+
+    page.goto(f"{live_server}/tickets/{ticket}")
+    # The customer's screenshot opens in the browser, as an image.
+    link = page.locator("#messages article.inbound .attachments a", has_text="error.png")
+    image = page.context.request.get(live_server + link.get_attribute("href"))
+    assert image.body() == screenshot_of_error and image.headers["content-type"] == "image/png"
+
+    page.fill("form.reply textarea", "Here is the corrected invoice.")
+    page.set_input_files("form.reply input[type=file]", files=[
+        {"name": "Rechnung März.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 corrected"},
+        {"name": "steps.png", "mimeType": "image/png", "buffer": png(8, 8)},
+    ])
+    page.click("form.reply button[type=submit]")
+
+    sent = page.locator("#messages article.outbound").last
+    expect(sent.locator(".body")).to_have_text("Here is the corrected invoice.")
+    expect(sent.locator(".attachments a")).to_have_text(["Rechnung März.pdf", "steps.png"])
+    pdf = page.context.request.get(live_server + sent.locator(".attachments a").first.get_attribute("href"))
+    assert pdf.body() == b"%PDF-1.4 corrected" and pdf.headers["content-disposition"].startswith("attachment")
+    screenshot(page, "reply-with-files")
+
+    db.session.rollback()  # a new snapshot, which holds what the server committed
+    reply = db.session.scalars(sa.select(Message).where(Message.direction == Direction.OUTBOUND)).one()
+    assert [row.filename for row in reply.attachments] == ["Rechnung März.pdf", "steps.png"]
