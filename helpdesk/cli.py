@@ -90,28 +90,32 @@ def ingest_email_command(source):
 def requeue_quarantined_command():
     """Try every quarantined message again (emails and texts); fixed ones leave the quarantine.
 
-    An email goes the way a polled one does: our own mail coming back is dropped, a bounce marks what bounced,
-    and a new ticket is acknowledged.
+    An email goes the way a polled one does: parsed in a parser process with its deadline, our own mail coming
+    back dropped, a bounce applied to what bounced, a new ticket acknowledged.
     """
-    from helpdesk.email_intake import store_email
+    from helpdesk.email_intake import configured_parsing, store_email
+    from helpdesk.email_parsing import stop_parser_processes
     from helpdesk.models import QuarantinedMessage
     from helpdesk.quarantine import mark_resolved, record_failed_retry, unresolved_quarantine
     from helpdesk.sms import TWILIO_QUARANTINE_SOURCE, store_kept_webhook
 
     fixed = failed = 0
+    parsing = configured_parsing()
     for row in unresolved_quarantine():
         row_id = row.id
         try:
             if row.source == TWILIO_QUARANTINE_SOURCE:
                 store_kept_webhook(row.raw)
             else:
-                store_email(row.raw, f"requeued from {row.source}")
+                parsing.add([row.raw])
+                store_email(row.raw, f"requeued from {row.source}", inbound=parsing.result(row.raw))
         except Exception as error:  # still broken: count another attempt and keep it
             record_failed_retry(db.session.get(QuarantinedMessage, row_id), error)
             failed += 1
         else:
             mark_resolved(db.session.get(QuarantinedMessage, row_id))
             fixed += 1
+    stop_parser_processes()
     click.echo(f"{fixed} ingested, {failed} still quarantined")
 
 

@@ -94,10 +94,15 @@ def _add_identity(customer: Customer, identity: SenderIdentity) -> Customer:
     return customer
 
 
+class IdentityRaceLost(Exception):
+    """Another writer stored an identity we were adding, and it was gone again when we looked: start over."""
+
+
 def _owner_after_lost_race(identity: SenderIdentity) -> Customer:
     existing = find_identity(identity.kind, identity.value)
     if existing is None:
-        raise LookupError(f"{identity.kind} identity {identity.value!r} was stored by another writer and is gone")
+        raise IdentityRaceLost(f"{identity.kind} identity {identity.value!r} was stored by another writer and "
+                               "is gone")
     return _surviving(existing.customer)
 
 

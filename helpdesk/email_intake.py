@@ -15,7 +15,7 @@ from channels.email.parse import parse_email
 from channels.messages import ChannelName, DeliveryStatus, IdentityKind, InboundMessage, ThreadHints
 from helpdesk.customers import normalize_identity
 from helpdesk.database import begin_write, defer_inserts
-from helpdesk.email_parsing import ParsingAhead, ParsingTimedOut
+from helpdesk.email_parsing import ParsingAhead
 from helpdesk.extensions import db
 from helpdesk.ingest import IngestResult, ingest_in_transaction, ingest_with
 from helpdesk.models import CustomerIdentity, Direction, Message
@@ -93,12 +93,10 @@ class EmailBatch:
     """
 
     def __init__(self):
-        self._held: list[tuple[bytes, str]] = []
+        self._held: list[tuple[bytes, str, InboundMessage]] = []
         #: How many acknowledgements were queued (committed or held in the batch).
         self.queued_replies = 0
-        config = current_app.config
-        self._parsing = ParsingAhead(config.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1), languages_to_detect(),
-                                     config.get("HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS", 60))
+        self._parsing = configured_parsing()
 
     def __len__(self) -> int:
         return len(self._held)
@@ -114,21 +112,17 @@ class EmailBatch:
 
     def take_in(self, raw: bytes, source: str) -> None:
         """Add one raw email to the batch, or take it in on its own when it cannot join one."""
-        inbound = None
         try:
             inbound = self._parsing.result(raw)
-            joins = inbound.bounce is None and not has_our_message_id_shape(inbound.external_id)
-        except ParsingTimedOut as error:  # parsed again here, it would hold up the mailbox just the same
+        except Exception as error:  # never parsed again: a message too slow to parse would hold up the mailbox
             self.commit()
             quarantine(ChannelName.EMAIL, source, raw, error)
             return
-        except Exception:  # take_in_email quarantines it, with the error
-            joins = False
-        if not joins:
+        if inbound.bounce is not None or has_our_message_id_shape(inbound.external_id):
             self.commit()
             self.queued_replies += take_in_email(raw, source, deliver_now=False, inbound=inbound).queued_reply
             return
-        self._held.append((raw, source))
+        self._held.append((raw, source, inbound))
         acknowledge = _Acknowledgement(inbound)
         try:
             begin_write()
@@ -161,8 +155,8 @@ class EmailBatch:
     def _one_by_one(self) -> None:
         db.session.rollback()
         held, self._held = self._held, []
-        for raw, source in held:
-            self.queued_replies += take_in_email(raw, source, deliver_now=False).queued_reply
+        for raw, source, inbound in held:
+            self.queued_replies += take_in_email(raw, source, deliver_now=False, inbound=inbound).queued_reply
 
 
 def _filed_with_bounced(inbound: InboundMessage, bounced: Message | None) -> InboundMessage:
@@ -171,6 +165,13 @@ def _filed_with_bounced(inbound: InboundMessage, bounced: Message | None) -> Inb
     # File the report with the conversation it is about, never as a new customer's ticket.
     return dataclasses.replace(
         inbound, is_automatic=True, thread=ThreadHints(reply_to_external_ids=(bounced.external_id,)))
+
+
+def configured_parsing() -> ParsingAhead:
+    """Parser processes as configured (HELPDESK_EMAIL_PARSER_PROCESSES), with their deadline for a message."""
+    config = current_app.config
+    return ParsingAhead(config.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1), languages_to_detect(),
+                        config.get("HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS", 60))
 
 
 def languages_to_detect() -> tuple[str, ...]:

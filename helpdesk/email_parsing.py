@@ -11,13 +11,15 @@ parsed message carries its language, so the writing process never loads the lang
 
 HELPDESK_EMAIL_PARSER_PROCESSES sets how many parser processes run (default 1; 0 parses in the poller's own
 process). A parser process that dies takes nothing with it: its messages are parsed here instead, and the next
-FETCH starts a new process. A message the parser rejects raises here exactly as parse_email() would.
+FETCH starts a new process. A message the parser rejects raises UnparseableEmail here, with the parser's error,
+without being parsed again.
 
 A message the parser process spends longer than HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS on (a pathological input
 the standard library takes hours over) must not hold up the mailbox: the process is stopped, the other messages
 it held are parsed again by a new one, one at a time, and the message that runs out of time alone raises
-ParsingTimedOut, which the poller quarantines. Only the parser processes have this deadline: with none, the
-poller parses in its own process and waits for as long as parsing takes.
+ParsingTimedOut, which the poller quarantines. The deadline counts from when the poller starts waiting for the
+message; a call it may have waited behind (another message's) is never taken for the slow one. Only the parser
+processes have this deadline: with none, the poller parses in its own process for as long as parsing takes.
 
 The processes are spawned, so a script that polls mail must guard its main module (`if __name__ ==
 "__main__":`), as multiprocessing requires; the `flask`, `celery` and `gunicorn` commands do.
@@ -32,7 +34,7 @@ import multiprocessing
 import threading
 from concurrent.futures.process import BrokenProcessPool
 
-from channels.email.parse import parse_email
+from channels.email.parse import UnparseableEmail, parse_email
 from channels.messages import InboundMessage
 from helpdesk.triage.language import UNDETERMINED, language_of, new_part_of
 
@@ -47,21 +49,23 @@ _WARM_UP_TEXT = "Hello, I cannot log in to my account since yesterday. Could you
 CHUNK = 10
 
 
-def parse_with_language(raw: bytes, languages: tuple[str, ...]) -> InboundMessage | None:
+def parse_with_language(raw: bytes, languages: tuple[str, ...]) -> InboundMessage | str:
     """Parse one raw email and detect its language among `languages`: the parser process's whole job.
 
-    None for a message parse_email() rejects: the writing process parses it again, so its error is exactly
-    parse_email's (and no exception has to survive pickling).
+    For a message parse_email() rejects (or a parser bug), the error as text: the writing process quarantines
+    the message with it, without parsing it again (an exception need not survive pickling).
     """
     try:
         inbound = parse_email(raw)
-    except Exception:  # a parser bug too: the writing process meets it again and quarantines the message
-        return None
+    except UnparseableEmail as error:
+        return str(error)
+    except Exception as error:  # a parser bug: the message is quarantined with it
+        return f"{type(error).__name__}: {error}"
     language = language_of(inbound.subject, new_part_of(inbound), languages) if languages else None
     return dataclasses.replace(inbound, language=language or UNDETERMINED)
 
 
-def parse_chunk(raws: list[bytes], languages: tuple[str, ...]) -> list[InboundMessage | None]:
+def parse_chunk(raws: list[bytes], languages: tuple[str, ...]) -> list[InboundMessage | str]:
     """parse_with_language() for each of `raws`, in order."""
     return [parse_with_language(raw, languages) for raw in raws]
 
@@ -93,6 +97,8 @@ class ParserProcesses:
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._shape: tuple[int, tuple[str, ...]] | None = None
         self._ready: concurrent.futures.Future | None = None
+        #: Every call submitted and not known to be finished, oldest first.
+        self._calls: list[concurrent.futures.Future] = []
 
     def start(self, processes: int, languages: tuple[str, ...]) -> concurrent.futures.ProcessPoolExecutor | None:
         """Return the executor for `processes` parser processes that warm up `languages` (None for 0)."""
@@ -100,7 +106,7 @@ class ParserProcesses:
             return None
         with self._lock:
             if self._executor is not None and self._shape != (processes, languages):
-                self._executor.shutdown(wait=False, cancel_futures=True)
+                _kill(self._executor)
                 self._executor = None
             if self._executor is None:
                 # Spawned, never forked: this process runs threads (jobs, Socket.IO), and a fork copies their
@@ -132,6 +138,7 @@ class ParserProcesses:
                 for start in range(0, len(raws), per_call):
                     call = raws[start:start + per_call]
                     future = executor.submit(parse_chunk, call, languages)
+                    self._calls = [*(earlier for earlier in self._calls if not earlier.done()), future]
                     answers.update((raw, _Answer(future, place, len(call))) for place, raw in enumerate(call))
                 return answers
             except BrokenProcessPool:
@@ -139,20 +146,33 @@ class ParserProcesses:
                 self.stop()
         return {}  # it keeps dying: this batch is parsed in the poller's process
 
+    def waits_behind_others(self, future: concurrent.futures.Future) -> bool:
+        """Tell whether a call submitted before `future` is still unfinished: `future` may not have started."""
+        self._calls = [call for call in self._calls if not call.done()]
+        return bool(self._calls) and self._calls[0] is not future
+
     def stop(self, *, kill: bool = False) -> None:
         """Stop the parser processes; with `kill`, also one that is busy parsing."""
         with self._lock:
             executor, self._executor, self._ready = self._executor, None, None
+        self._calls = []
         if executor is None:
             return
         if kill:
-            terminate_workers = getattr(executor, "terminate_workers", None)  # Python 3.14
-            if terminate_workers is not None:
-                terminate_workers()
-            else:  # no public way before it
-                for process in list((executor._processes or {}).values()):
-                    process.terminate()
-        executor.shutdown(wait=False, cancel_futures=True)
+            _kill(executor)
+        else:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _kill(executor: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Stop `executor`'s processes, busy or not; its unfinished calls fail with BrokenProcessPool."""
+    terminate_workers = getattr(executor, "terminate_workers", None)  # Python 3.14
+    if terminate_workers is not None:
+        terminate_workers()
+    else:  # no public way before it
+        for process in list((executor._processes or {}).values()):
+            process.terminate()
+    executor.shutdown(wait=False, cancel_futures=True)
 
 
 _parser_processes = ParserProcesses()
@@ -177,14 +197,20 @@ class ParsingAhead:
         self._answers.update(_parser_processes.submit(new, self.processes, self.languages))
 
     def keep_only(self, raws: list[bytes]) -> None:
-        """Forget the answers of emails other than `raws` (the poller dropped them)."""
+        """Forget the answers of emails other than `raws` (the poller dropped them), cancelling the calls that
+        no longer parse anything wanted."""
         wanted = set(raws)
-        self._answers = {raw: answer for raw, answer in self._answers.items() if raw in wanted}
+        kept = {raw: answer for raw, answer in self._answers.items() if raw in wanted}
+        still_needed = {id(answer.future) for answer in kept.values()}
+        for answer in self._answers.values():
+            if id(answer.future) not in still_needed:
+                answer.future.cancel()  # only a call not yet started: one under way runs on
+        self._answers = kept
 
     def result(self, raw: bytes) -> InboundMessage:
         """Return `raw` parsed: the parser process's answer when it has one, else parse_email() here.
 
-        Raises what parse_email() raises for a message it cannot parse, and ParsingTimedOut for one the parser
+        Raises UnparseableEmail for a message that cannot be parsed, and ParsingTimedOut for one the parser
         process took longer than `timeout` over.
         """
         answer = self._answers.pop(raw, None)
@@ -198,34 +224,38 @@ class ParsingAhead:
             except (BrokenProcessPool, concurrent.futures.CancelledError):
                 log.warning("the email parser process stopped; parsing here instead", exc_info=True)
                 break
-            if inbound is not None:
-                return inbound
-            break
+            if isinstance(inbound, str):
+                raise UnparseableEmail(inbound)
+            return inbound
         return parse_email(raw)
 
     def _after_timeout(self, raw: bytes, answer: _Answer) -> _Answer:
         """Stop the stuck parser process and hand what it held to a new one; raise if `raw` alone was the cause.
 
-        Returns `raw`'s new answer: the emails parsed in the stuck call go one to a call, so the next deadline
-        that passes names the slow one.
+        Returns `raw`'s new answer. After a deadline passed, every email still waiting is parsed one to a call,
+        so the next deadline that passes names the slow one.
         """
+        # Alone in its call and with nothing before it, the call was parsing `raw` all that time.
+        culprit = answer.of == 1 and not _parser_processes.waits_behind_others(answer.future)
         _parser_processes.stop(kill=True)
-        stuck = [raw] + [other for other, held in self._answers.items() if held.future is answer.future]
-        others = [other for other, held in self._answers.items() if held.future is not answer.future]
-        alone = answer.of == 1
-        if alone:
-            stuck.remove(raw)
-        self._answers = {
-            **_parser_processes.submit(stuck, self.processes, self.languages, per_call=1),
-            **_parser_processes.submit(others, self.processes, self.languages),
-        }
-        if alone:
+        finished = {other: held for other, held in self._answers.items()
+                    if held.future.done() and not held.future.cancelled() and held.future.exception() is None}
+        waiting = [other for other in self._answers if other not in finished]
+        if not culprit:
+            waiting.insert(0, raw)
+        self._answers = {**finished,
+                         **_parser_processes.submit(waiting, self.processes, self.languages, per_call=1)}
+        if culprit:
             log.warning("the email parser process took longer than %s s over one message; it was stopped",
                         self.timeout)
             raise ParsingTimedOut(f"parsing took longer than {self.timeout:g} s; the parser process was stopped")
-        log.warning("the email parser process took longer than %s s over %d messages; it was stopped and they "
-                    "are parsed again one at a time", self.timeout, answer.of)
-        return self._answers.pop(raw)
+        log.warning("the email parser process took longer than %s s; it was stopped, and the messages it had are "
+                    "parsed again one at a time", self.timeout)
+        again = self._answers.pop(raw, None)
+        if again is None:
+            raise ParsingTimedOut(f"parsing took longer than {self.timeout:g} s, and no parser process could be "
+                                  "started to try again")
+        return again
 
 
 def start_parser_processes(processes: int, languages: tuple[str, ...], *, wait: bool = True) -> None:
@@ -234,3 +264,8 @@ def start_parser_processes(processes: int, languages: tuple[str, ...], *, wait: 
     _parser_processes.start(processes, languages)
     if wait:
         _parser_processes.wait_until_ready()
+
+
+def stop_parser_processes() -> None:
+    """Stop the parser processes, also one still parsing what nobody waits for any more (so a command exits)."""
+    _parser_processes.stop(kill=True)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from channels.html import html_to_text, sanitize_html
 from channels.messages import InboundMessage
 from helpdesk.attachments import stored_attachment_values
-from helpdesk.customers import normalize_identity, resolve_customer
+from helpdesk.customers import IdentityRaceLost, normalize_identity, resolve_customer
 from helpdesk.database import begin_write, inserted_id, loaded_object, once_per_transaction, plain_insert
 from helpdesk.extensions import db
 from helpdesk.models import (
@@ -155,10 +155,11 @@ def ingest_with(inbound: InboundMessage, *, before_commit: BeforeCommit | None =
             else:
                 db.session.commit()
             return result
-        except IntegrityError as error:
+        except (IntegrityError, IdentityRaceLost) as error:
             # Lost a race: another process stored this message (or this customer) first. Look again.
             db.session.rollback()
-            log.info("ingest of %s lost a race (attempt %d): %s", inbound.dedupe_key, attempt, error.orig)
+            log.info("ingest of %s lost a race (attempt %d): %s", inbound.dedupe_key, attempt,
+                     getattr(error, "orig", error))
         except OperationalError as error:
             db.session.rollback()
             if attempt == _ATTEMPTS:

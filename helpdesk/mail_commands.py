@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from helpdesk.email_intake import languages_to_detect
-from helpdesk.email_parsing import start_parser_processes
+from helpdesk.email_parsing import start_parser_processes, stop_parser_processes
 from helpdesk.mailboxes import MailboxOutcome, configured_mailboxes, drain_mailboxes, wait_for_new_mail
 
 
@@ -54,6 +54,7 @@ def fetch_mail_command(once, limit):
                                languages_to_detect(), wait=False)
     if once:
         stored = _report(drain_mailboxes(limit))
+        stop_parser_processes()
         click.echo(f"{stored} new messages ingested")
         return
     idle_seconds = current_app.config.get("HELPDESK_IMAP_IDLE_SECONDS", 300)
@@ -66,6 +67,7 @@ def fetch_mail_command(once, limit):
                 click.echo(f"{stored} new messages ingested")
             wait_for_new_mail(idle_seconds, uid_next=outcomes[0].uid_next if len(outcomes) == 1 else None)
     except KeyboardInterrupt:
+        stop_parser_processes()
         click.echo("stopped")
 
 

@@ -483,9 +483,9 @@ class MailboxPoller:
             # bodies as they come (on_download) always has some to work on.
             try:
                 self._fetch_bodies(client, bodies.wanted_after(bodies.fetched_through), run, report, ahead=True)
-            except DROPPED as error:
+            except (*DROPPED, imaplib.IMAP4.error) as error:
                 # The bodies in hand are handed over all the same; the next FETCH they need meets the broken
-                # connection and reconnects.
+                # connection and reconnects, or the server's refusal (a NO) again and reports it.
                 log.info("reading ahead in %s failed (%s)", self._where(), error)
                 bodies.reads_ahead = False
         return bodies.downloaded.pop(uid, None)

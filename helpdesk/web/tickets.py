@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+import unicodedata
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
@@ -12,7 +13,7 @@ from channels.messages import Attachment as AttachmentData
 from helpdesk.customers import customer_history
 from helpdesk.extensions import db
 from helpdesk.models import Agent, Attachment, Message, Priority, Ticket, TicketStatus, Tier
-from helpdesk.outbound import ReplyRefused, reply, reply_route
+from helpdesk.outbound import MAX_REPLY_FILES, ReplyRefused, reply, reply_route
 from helpdesk.queries import get_ticket_or_404, ticket_events, ticket_messages
 from helpdesk.sms import TextReplyState, text_reply_state
 from helpdesk.tasks import enqueue
@@ -69,6 +70,7 @@ def _ticket_page(ticket: Ticket, form: ReplyForm, status: int = 200):
         priorities=list(Priority),
         tiers=list(Tier),
         escalation_reasons=ESCALATION_REASONS,
+        max_reply_files=MAX_REPLY_FILES,
     ), status
 
 
@@ -159,10 +161,17 @@ def _uploaded_files() -> list[AttachmentData]:
     for upload in request.files.getlist("files"):
         if not upload.filename:
             continue
-        content = upload.read()
-        content_type = upload.mimetype or mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
-        files.append(AttachmentData(filename=upload.filename, content_type=content_type, content=content))
+        filename = _plain_filename(upload.filename)
+        content_type = upload.mimetype or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        files.append(AttachmentData(filename=filename, content_type=content_type, content=upload.read()))
     return files
+
+
+def _plain_filename(sent: str) -> str:
+    """The file's own name: no folders, and no control characters (a line break would end a MIME header)."""
+    name = sent.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(char for char in name if unicodedata.category(char) != "Cc").strip()
+    return name[:255] or "file"
 
 
 @bp.get("/<int:number>/files/<int:attachment_id>")

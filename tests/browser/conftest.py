@@ -99,14 +99,21 @@ def served_app_env(app, app_config, tmp_path: pathlib.Path, base_url: str, **ext
     }
 
 
+@contextlib.contextmanager
+def serving(app, app_config, tmp_path: pathlib.Path, **extra: str):
+    """Serve the app by `helpdesk serve` on its own port, sharing the test database, with `extra` settings."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = served_app_env(app, app_config, tmp_path, base_url, **extra)
+    # With REDIS_URL in the environment (the CI's strict pass) the server's events go through Redis.
+    with running_server(env, port, "--without-jobs", log_path=tmp_path / "server.log"):
+        yield base_url
+
+
 @pytest.fixture
 def live_server(app, app_config, tmp_path):
     """The app served by `helpdesk serve` on its own port, sharing the test database."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = served_app_env(app, app_config, tmp_path, base_url)
-    # With REDIS_URL in the environment (the CI's strict pass) the server's events go through Redis.
-    with running_server(env, port, "--without-jobs", log_path=tmp_path / "server.log"):
+    with serving(app, app_config, tmp_path) as base_url:
         yield base_url
 
 

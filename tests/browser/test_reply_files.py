@@ -11,7 +11,7 @@ from channels.messages import Attachment, IdentityKind, SenderIdentity
 from helpdesk.extensions import db
 from helpdesk.ingest import ingest
 from helpdesk.models import Direction, Message
-from tests.browser.conftest import log_in
+from tests.browser.conftest import log_in, serving
 from tests.factories import make_agent, make_inbound
 
 
@@ -22,6 +22,16 @@ def png(width: int, height: int) -> bytes:
     rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+#: A file may have this many bytes on the server these tests run.
+FILE_LIMIT = 100_000
+
+
+@pytest.fixture
+def live_server(app, app_config, tmp_path):
+    with serving(app, app_config, tmp_path, HELPDESK_MAX_ATTACHMENT_BYTES=str(FILE_LIMIT)) as base_url:
+        yield base_url
 
 
 @pytest.fixture
@@ -66,3 +76,27 @@ def test_an_agent_sends_files_with_a_reply_and_opens_the_customers_screenshot(pa
     db.session.rollback()  # a new snapshot, which holds what the server committed
     reply = db.session.scalars(sa.select(Message).where(Message.direction == Direction.OUTBOUND)).one()
     assert [row.filename for row in reply.attachments] == ["Rechnung März.pdf", "steps.png"]
+
+
+def test_a_file_over_the_limit_is_refused_before_the_upload_and_the_text_stays(page, live_server, screenshot):
+    ticket = ingest(make_inbound(subject="Logs please")).ticket.number
+    page.goto(f"{live_server}/tickets/{ticket}")
+    page.fill("form.reply textarea", "Here is the whole log.")
+    page.set_input_files("form.reply input[type=file]", files=[
+        {"name": "server.log", "mimeType": "text/plain", "buffer": b"x" * (FILE_LIMIT + 1)}])
+
+    expect(page.locator("#files-refused")).to_have_text(
+        f"server.log is {FILE_LIMIT + 1} bytes, over the {FILE_LIMIT} bytes limit for a file.")
+    page.evaluate("window.stayedOnPage = true")
+    page.click("form.reply button[type=submit]")
+    expect(page.locator("#files-refused")).to_contain_text("over the")
+    expect(page.locator("form.reply textarea")).to_have_value("Here is the whole log.")
+    assert page.evaluate("window.stayedOnPage") is True  # nothing was sent
+    screenshot(page, "file-refused")
+
+    # A smaller file goes.
+    page.set_input_files("form.reply input[type=file]", files=[
+        {"name": "server.log", "mimeType": "text/plain", "buffer": b"x" * 1000}])
+    expect(page.locator("#files-refused")).to_have_text("")
+    page.click("form.reply button[type=submit]")
+    expect(page.locator("#messages article.outbound .attachments a")).to_have_text(["server.log"])

@@ -40,6 +40,14 @@ def parser_process_ids() -> set[int]:
     return {child.pid for child in multiprocessing.active_children() if child.name.startswith("SpawnProcess")}
 
 
+def parser_processes_once_settled(expected: int) -> set[int]:
+    """The parser processes, once `expected` are left (a stopped one is gone a moment after it is told to)."""
+    deadline = time.monotonic() + 10
+    while len(parser_process_ids()) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return parser_process_ids()
+
+
 def test_the_parser_process_answers_what_parse_email_does_and_the_language():
     raw = raw_email("<same@example.org>", subject="Rechnung", body=GERMAN)
     here = parse_email(raw)
@@ -48,8 +56,8 @@ def test_the_parser_process_answers_what_parse_email_does_and_the_language():
     # Too little text to tell: told as undetermined, so ingest does not try again.
     assert parse_with_language(raw_email("<short@example.org>", subject="", body="ok"), ("de", "en")).language \
         == UNDETERMINED
-    # What parse_email rejects comes back as None: the poller parses it again and gets parse_email's error.
-    assert parse_with_language(b"just some text", ("en",)) is None
+    # What parse_email rejects comes back as its error, for the poller to quarantine the message with.
+    assert parse_with_language(b"just some text", ("en",)).startswith("no usable From address")
 
 
 def test_polled_mail_is_parsed_and_its_language_told_in_the_parser_process(app, mailbox, monkeypatch,
@@ -119,7 +127,10 @@ def test_when_the_parser_process_dies_no_mail_is_lost_and_a_new_one_takes_over(a
     assert parser_process_ids() and not killed & parser_process_ids()
 
 
-def test_mail_the_parser_rejects_is_quarantined_with_parse_emails_error(app):
+def test_mail_the_parser_rejects_is_quarantined_with_parse_emails_error(app, monkeypatch):
+    # Quarantined with the parser process's answer: never parsed again in the poller's process.
+    monkeypatch.setattr(email_parsing, "parse_email", not_in_this_process)
+    monkeypatch.setattr(email_intake, "parse_email", not_in_this_process)
     batch = EmailBatch()
     good = raw_email("<fine@example.org>", sender="fine@example.org")
     batch.expect([b"just some text", good])
@@ -162,7 +173,39 @@ def test_a_message_the_parser_process_is_stuck_on_is_quarantined_and_the_mailbox
     assert quarantined.raw == slow
     assert "ParsingTimedOut: parsing took longer than 1 s" in quarantined.error
     # The stuck process was stopped, and so was the one stuck on the slow message alone: one is left, new.
-    deadline = time.monotonic() + 10
-    while len(parser_process_ids()) != 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(parser_process_ids()) == 1 and not stuck_process & parser_process_ids()
+    assert len(parser_processes_once_settled(1)) == 1 and not stuck_process & parser_process_ids()
+
+
+def test_a_quick_message_waiting_behind_a_slow_one_nobody_wants_is_not_taken_for_the_slow_one(app, monkeypatch):
+    monkeypatch.setitem(app.config, "HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS", 1.0)
+    start_parser_processes(1, configured_languages())
+    batch = EmailBatch()
+    slow = many_parts("<dropped@example.org>", 150_000)
+    batch.expect([slow])
+    time.sleep(0.5)  # the parser process is at it (too late to cancel); then the poller drops it (a reconnect)
+    quick = raw_email("<behind@example.org>", sender="behind@example.org")
+    batch.expect([quick])
+
+    batch.take_in(quick, "test")
+    batch.commit()
+
+    assert stored_ids() == ["<behind@example.org>"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(QuarantinedMessage)) == 0
+
+
+def test_requeue_gives_a_message_too_slow_to_parse_the_same_deadline_and_moves_on(app, monkeypatch):
+    monkeypatch.setitem(app.config, "HELPDESK_EMAIL_PARSE_TIMEOUT_SECONDS", 1.0)
+    slow = many_parts("<requeued-slow@example.org>", 150_000)
+    fine = raw_email("<requeued-fine@example.org>", sender="fine@example.org")
+    for raw in (slow, fine):
+        db.session.add(QuarantinedMessage(channel="email", source="imap:support", raw=raw, error="db was down"))
+    db.session.commit()
+
+    result = app.test_cli_runner().invoke(args=["helpdesk", "requeue-quarantined"])
+
+    assert "1 ingested, 1 still quarantined" in result.output
+    db.session.expire_all()
+    kept = db.session.scalars(sa.select(QuarantinedMessage).where(QuarantinedMessage.resolved_at.is_(None))).one()
+    assert kept.raw == slow and "parsing took longer than 1 s" in kept.error and kept.attempts == 2
+    assert stored_ids() == ["<requeued-fine@example.org>"]
+    assert parser_processes_once_settled(0) == set()  # stopped before the command ended

@@ -777,6 +777,28 @@ def test_the_next_bodies_are_read_ahead_half_way_through_a_fetch_and_announced_w
     assert sorted(uid for fetched in spy.body_fetches for uid in fetched) == uids  # each downloaded once
 
 
+def test_a_read_ahead_the_server_refuses_leaves_the_run_to_fetch_those_bodies_when_it_needs_them(mailbox):
+    uids = [mailbox.append(raw_email(f"<refused{n}@example.org>")) for n in range(8)]
+    body_fetches = []
+
+    class RefusingOnceClient(IMAPClient):
+        def fetch(self, messages, data, modifiers=None):
+            if "BODY.PEEK[]" in data:
+                body_fetches.append(list(messages))
+                if len(body_fetches) == 2:  # the read-ahead: refused, as Gmail refuses some FETCHes
+                    raise IMAPClient.Error("FETCH failed: Some messages could not be FETCHed (Failure)")
+            return super().fetch(messages, data, modifiers)
+
+    handed = []
+    with MailboxPoller(settings_for(mailbox), MemoryCursor(), lambda raw: handed.append(raw) or True,
+                       lambda message_id: False, on_download=lambda raws: None, body_batch=4,
+                       client_factory=RefusingOnceClient) as poller:
+        report = poller.poll()
+
+    assert report.stored == 8 and report.errors == []
+    assert body_fetches[:2] == [uids[0:4], uids[4:8]] and body_fetches[2][0] == uids[4]
+
+
 def test_polled_mail_is_stored_many_messages_per_transaction_and_a_reply_in_the_same_batch_finds_its_ticket(
         app, mailbox, monkeypatch):
     monkeypatch.setitem(app.config, "HELPDESK_IMAP_BODIES_PER_FETCH", 10)

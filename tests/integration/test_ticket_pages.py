@@ -261,6 +261,14 @@ def test_files_cannot_go_out_by_text_so_the_reply_is_refused_with_its_text_kept(
     assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem)) == 0
 
 
+def test_a_files_name_is_stored_without_folders_or_control_characters(client, auth, agent, ticket):
+    post_reply(client, auth, ticket.number, text="Attached.",
+               files=[(io.BytesIO(PDF), "/home/maria/in\tvoice\x7f.pdf", "application/pdf"),
+                      (io.BytesIO(PDF), "../../\x1b", "application/pdf")])
+    message = db.session.scalars(sa.select(Message).where(Message.direction == Direction.OUTBOUND)).one()
+    assert [row.filename for row in message.attachments] == ["invoice.pdf", "file"]
+
+
 def test_a_file_over_the_limit_refuses_the_reply_with_the_reason(client, auth, agent, ticket, app, monkeypatch):
     monkeypatch.setitem(app.config, "HELPDESK_MAX_ATTACHMENT_BYTES", 1000)
     response = post_reply(client, auth, ticket.number, text="The whole log.",
