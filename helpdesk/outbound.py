@@ -59,11 +59,15 @@ class ReplyRefused(ValueError):
 
 
 def reply_route(ticket: Ticket) -> tuple[ChannelName, str]:
-    """Return the channel and address a public reply on `ticket` goes to: where the customer last wrote."""
+    """Return the channel and address a public reply on `ticket` goes to: where the customer last wrote.
+
+    Automatic mail (a bounce from a mail server, an out-of-office notice) counts only when nothing else came:
+    a reply after a bounce must not go to the mailer daemon that sent it.
+    """
     last_inbound = db.session.scalar(
         sa.select(Message)
         .where(Message.ticket_id == ticket.id, Message.direction == Direction.INBOUND, Message.address.is_not(None))
-        .order_by(Message.id.desc())
+        .order_by(Message.is_automatic, Message.id.desc())
         .limit(1)
     )
     if last_inbound is not None:

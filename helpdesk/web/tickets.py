@@ -10,9 +10,10 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user, login_required
 
 from channels.messages import Attachment as AttachmentData
-from helpdesk.customers import customer_history
+from channels.messages import ChannelName, IdentityKind, SenderIdentity
+from helpdesk.customers import customer_history, find_identity, normalize_identity
 from helpdesk.extensions import db
-from helpdesk.models import Agent, Attachment, Message, Priority, Ticket, TicketStatus, Tier
+from helpdesk.models import Agent, Attachment, CustomerIdentity, Message, Priority, Ticket, TicketStatus, Tier
 from helpdesk.outbound import MAX_REPLY_FILES, ReplyRefused, reply, reply_route
 from helpdesk.queries import get_ticket_or_404, ticket_events, ticket_messages
 from helpdesk.sms import TextReplyState, text_reply_state
@@ -64,6 +65,7 @@ def _ticket_page(ticket: Ticket, form: ReplyForm, status: int = 200):
         others=other_conversations(ticket),
         form=form,
         text_reply=_text_reply_state(ticket),
+        bouncing=_bouncing_reply_address(ticket),
         fields_form=EmptyForm(),
         agents=agents,
         statuses=list(TicketStatus),
@@ -120,6 +122,20 @@ def live(number: int):
             "assignee_id": str(ticket.assignee_id or ""),
         },
     )
+
+
+def _bouncing_reply_address(ticket: Ticket) -> CustomerIdentity | None:
+    """The email address a reply would go to, when mail to it has bounced."""
+    try:
+        channel, address = reply_route(ticket)
+        identity = normalize_identity(SenderIdentity(IdentityKind.EMAIL, address)) \
+            if channel is ChannelName.EMAIL else None
+    except (ReplyRefused, ValueError):
+        return None
+    if identity is None:
+        return None
+    stored = find_identity(identity.kind, identity.value)
+    return stored if stored is not None and stored.bouncing_since is not None else None
 
 
 def _text_reply_state(ticket) -> TextReplyState | None:

@@ -8,11 +8,11 @@ import pytest
 import sqlalchemy as sa
 from flask import current_app
 
-from channels.messages import DeliveryStatus
+from channels.messages import ChannelName, DeliveryStatus
 from helpdesk.email_intake import take_in_email
 from helpdesk.extensions import db
 from helpdesk.models import CustomerIdentity, Message, Ticket, TicketEvent, TicketStatus
-from helpdesk.outbound import deliver_due, reply
+from helpdesk.outbound import deliver_due, reply, reply_route
 from helpdesk.tickets import change_field
 from tests.factories import make_agent
 
@@ -135,6 +135,23 @@ def test_a_bounce_marks_our_reply_failed_and_the_address_bouncing_and_files_the_
     assert len(events("acknowledgement.sent")) == 1  # the bounce itself is never acknowledged
     again = take_in_email(report, "test")
     assert again.result.is_duplicate and len(events("delivery.bounced")) == 1
+
+
+def test_an_agent_about_to_reply_to_a_bouncing_address_is_told_on_the_ticket_page(client, login_as):
+    ticket = take_in_email(raw_email("<new-1@example.org>"), "test").result.ticket
+    agent = make_agent()
+    db.session.commit()
+    login_as()
+    client_page = client.get(f"/tickets/{ticket.number}").get_data(as_text=True)
+    assert 'id="bouncing"' not in client_page
+    sent = reply(ticket, agent, "Fixed it.")
+    deliver_due(current_app.extensions["helpdesk.channels"])
+    take_in_email(delivery_status_report(sent.external_id), "test")
+
+    page = client.get(f"/tickets/{ticket.number}").get_data(as_text=True)
+    assert 'id="bouncing"' in page and "Mail to maria@example.org bounced" in page and "5.1.1" in page
+    # The next reply still goes to the customer, not to the mail server that sent the report.
+    assert reply_route(db.session.get(Ticket, ticket.id)) == (ChannelName.EMAIL, "maria@example.org")
 
 
 def test_a_bounce_for_mail_we_do_not_know_is_kept_as_automatic_mail():
