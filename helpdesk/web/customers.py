@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template
-from flask_login import login_required
+import logging
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
 
 from helpdesk.customers import customer_history
+from helpdesk.database import begin_write
 from helpdesk.extensions import db
-from helpdesk.models import Customer
+from helpdesk.models import Customer, CustomerIdentity
+from helpdesk.web.forms import EmptyForm
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -19,4 +25,26 @@ def show(id_: int):
     customer = db.session.get(Customer, id_)
     if customer is None:
         abort(404, f"There is no customer {id_}.")
-    return render_template("customers/show.html", customer=customer, tickets=customer_history(customer))
+    return render_template("customers/show.html", customer=customer, tickets=customer_history(customer),
+                           form=EmptyForm())
+
+
+@bp.post("/<int:id_>/identities/<int:identity_id>/clear-bounce")
+@login_required
+def clear_bounce(id_: int, identity_id: int):
+    """Take the bouncing mark off an address the agent knows to work again (the customer fixed their mailbox)."""
+    if not EmptyForm().validate_on_submit():
+        abort(400, "The form expired; reload the page and try again.")
+    db.session.rollback()
+    begin_write()
+    identity = db.session.get(CustomerIdentity, identity_id)
+    if identity is None or identity.customer_id != id_:
+        abort(404, "That customer has no such address.")
+    if identity.bouncing_since is not None:
+        log.info("agent %s took the bouncing mark off %s (was: %s)", current_user.id, identity.value,
+                 identity.bounce_reason)
+        identity.bouncing_since = None
+        identity.bounce_reason = None
+        flash(f"{identity.value} is no longer marked as bouncing.", "info")
+    db.session.commit()
+    return redirect(url_for("customers.show", id_=id_))

@@ -3,6 +3,7 @@
 import email
 import email.policy
 import pathlib
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -137,7 +138,7 @@ def test_a_bounce_marks_our_reply_failed_and_the_address_bouncing_and_files_the_
     assert again.result.is_duplicate and len(events("delivery.bounced")) == 1
 
 
-def test_an_agent_about_to_reply_to_a_bouncing_address_is_told_on_the_ticket_page(client, login_as):
+def test_an_agent_about_to_reply_to_a_bouncing_address_is_told_on_the_ticket_page(client, login_as, auth):
     ticket = take_in_email(raw_email("<new-1@example.org>"), "test").result.ticket
     agent = make_agent()
     db.session.commit()
@@ -152,6 +153,16 @@ def test_an_agent_about_to_reply_to_a_bouncing_address_is_told_on_the_ticket_pag
     assert 'id="bouncing"' in page and "Mail to maria@example.org bounced" in page and "5.1.1" in page
     # The next reply still goes to the customer, not to the mail server that sent the report.
     assert reply_route(db.session.get(Ticket, ticket.id)) == (ChannelName.EMAIL, "maria@example.org")
+
+    # The customer fixed their mailbox: an agent takes the mark off on the customer's page.
+    customer_page = f"/customers/{ticket.customer_id}"
+    assert "bouncing since" in client.get(customer_page).get_data(as_text=True)
+    [action] = re.findall(r'action="(/customers/\d+/identities/\d+/clear-bounce)"',
+                          client.get(customer_page).get_data(as_text=True))
+    assert client.post(action).status_code == 400  # without the form's CSRF token
+    client.post(action, data={"csrf_token": auth.csrf_token(customer_page)})
+    assert "is no longer marked as bouncing" in client.get(customer_page).get_data(as_text=True)
+    assert 'id="bouncing"' not in client.get(f"/tickets/{ticket.number}").get_data(as_text=True)
 
 
 def test_a_bounce_for_mail_we_do_not_know_is_kept_as_automatic_mail():
