@@ -28,6 +28,7 @@ from helpdesk.tickets import (
     split_message,
 )
 from helpdesk.web.files import send_stored_file
+from helpdesk.web.formatted import formatted_email
 from helpdesk.web.forms import EmptyForm, ReplyForm
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
@@ -188,6 +189,9 @@ def _plain_filename(sent: str) -> str:
     name = sent.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(char for char in name if unicodedata.category(char) != "Cc").strip()
     return name[:255] or "file"
+
+
+bp.add_app_template_global(formatted_email)
 
 
 @bp.get("/<int:number>/files/<int:attachment_id>")

@@ -1,6 +1,10 @@
-"""An agent sends files with a reply from the ticket page in a real browser, and opens the customer's."""
+"""Files and formatted mail on the ticket page in a real browser: an agent sends files, opens the customer's,
+and reads an HTML email with its inline images (and no remote ones)."""
 
+import email.message
+import http.server
 import struct
+import threading
 import zlib
 
 import pytest
@@ -8,6 +12,7 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from channels.messages import Attachment, IdentityKind, SenderIdentity
+from helpdesk.email_intake import take_in_email
 from helpdesk.extensions import db
 from helpdesk.ingest import ingest
 from helpdesk.models import Direction, Message
@@ -100,3 +105,70 @@ def test_a_file_over_the_limit_is_refused_before_the_upload_and_the_text_stays(p
     expect(page.locator("#files-refused")).to_have_text("")
     page.click("form.reply button[type=submit]")
     expect(page.locator("#messages article.outbound .attachments a")).to_have_text(["server.log"])
+
+
+def html_email_with_inline_image(image: bytes, remote_pixel: str) -> bytes:
+    mail = email.message.EmailMessage()
+    mail["From"] = "Maria Lopez <maria@example.org>"
+    mail["To"] = "support@example.com"
+    mail["Subject"] = "The checkout page is blank"
+    mail["Message-ID"] = "<formatted-1@example.org>"
+    mail.set_content("See the screenshot.")
+    mail.add_alternative(
+        '<p>See the <b>screenshot</b>:</p><img src="cid:shot.1@example.org" alt="screenshot">'
+        f'<img src="{remote_pixel}" alt="pixel"><script>parent.document.title = "pwned"</script>',
+        subtype="html")
+    mail.get_payload()[1].add_related(image, maintype="image", subtype="png", cid="<shot.1@example.org>")
+    return bytes(mail)
+
+
+class CountingSite:
+    """A web server elsewhere (another port) that counts what it is asked for: the sender's tracking pixel."""
+
+    def __init__(self):
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+                self.wfile.write(png(1, 1))
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_formatted_email_shows_its_inline_screenshot_and_never_fetches_a_remote_image(
+        page, live_server, screenshot):
+    elsewhere = CountingSite()
+    try:
+        ticket = take_in_email(html_email_with_inline_image(png(60, 40), f"{elsewhere.url}/pixel.png"),
+                               "test").result.ticket.number
+        page.goto(f"{live_server}/tickets/{ticket}")
+        article = page.locator("#messages article.inbound").first
+        expect(article.locator(".body")).to_have_text("See the screenshot.")
+        article.locator("details.formatted summary").click()
+
+        frame = article.frame_locator("iframe.formatted-body")
+        expect(frame.locator("b")).to_have_text("screenshot")
+        inline = frame.locator('img[alt="screenshot"]')
+        expect(inline).to_have_js_property("complete", True)
+        assert inline.evaluate("image => image.naturalWidth") == 60
+        remote = frame.locator('img[alt="pixel"]')
+        expect(remote).to_have_js_property("complete", True)
+        assert remote.evaluate("image => image.naturalWidth") == 0
+        assert article.locator("iframe.formatted-body").evaluate("frame => frame.offsetHeight") > 40
+        screenshot(page, "formatted")
+        assert elsewhere.hits == [] and page.title() != "pwned"
+    finally:
+        elsewhere.close()

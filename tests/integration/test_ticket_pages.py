@@ -1,7 +1,9 @@
 """The agents' pages: inbox views, a ticket's conversation, replies, notes and triage, customer history."""
 
 import email
+import email.message
 import email.policy
+import html
 import io
 import pathlib
 import re
@@ -13,6 +15,7 @@ from channels.messages import ChannelName, DeliveryStatus, IdentityKind, SenderI
 from helpdesk.extensions import db
 from helpdesk.ingest import ingest
 from helpdesk.models import (
+    Attachment,
     Direction,
     Message,
     OutboxItem,
@@ -259,6 +262,32 @@ def test_files_cannot_go_out_by_text_so_the_reply_is_refused_with_its_text_kept(
     note = db.session.scalars(sa.select(Message).where(Message.direction == Direction.OUTBOUND)).one()
     assert not note.is_public and [row.filename for row in note.attachments] == ["label.pdf"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem)) == 0
+
+
+def test_a_formatted_emails_inline_images_come_from_the_ticket_and_nothing_else_is_loaded(client, agent):
+    from helpdesk.email_intake import take_in_email
+
+    mail = email.message.EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "maria@example.org", "support@example.com", "Blank page"
+    mail["Message-ID"] = "<formatted-2@example.org>"
+    mail.set_content("See below.")
+    mail.add_alternative('<p>Here:</p><img src="cid:shot%401@example.org" alt="encoded">'
+                         '<img src="cid:missing@example.org" alt="missing"><img src="https://t.example/p.gif">',
+                         subtype="html")
+    mail.get_payload()[1].add_related(PNG, maintype="image", subtype="png", cid="<shot@1@example.org>")
+    ticket = take_in_email(bytes(mail), "test").result.ticket
+
+    page = client.get(f"/tickets/{ticket.number}").get_data(as_text=True)
+
+    [srcdoc] = re.findall(r'srcdoc="([^"]*)"', page)
+    document = html.unescape(srcdoc)
+    image = db.session.scalars(sa.select(Attachment).where(Attachment.content_id == "shot@1@example.org")).one()
+    assert f'<img src="/tickets/{ticket.number}/files/{image.id}" alt="encoded">' in document
+    assert '<img src="" alt="missing">' in document
+    # Remote images stay in the markup, and the frame's own policy never loads them.
+    assert "img-src 'self'" in document and "default-src 'none'" in document
+    assert re.search(r'<iframe class="formatted-body"[^>]*sandbox="allow-same-origin allow-popups', page)
+    assert "allow-scripts" not in page
 
 
 def test_a_files_name_is_stored_without_folders_or_control_characters(client, auth, agent, ticket):
