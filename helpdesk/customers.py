@@ -30,6 +30,15 @@ def normalize_identity(identity: SenderIdentity) -> SenderIdentity:
     return SenderIdentity(kind, _NORMALIZERS[kind](identity.value), identity.display_name)
 
 
+def clear_bouncing(identity: CustomerIdentity) -> bool:
+    """Take the bouncing mark off `identity` (the customer fixed their mailbox); tell whether it had one."""
+    if identity.bouncing_since is None:
+        return False
+    identity.bouncing_since = None
+    identity.bounce_reason = None
+    return True
+
+
 def find_identity(kind: IdentityKind, value: str) -> CustomerIdentity | None:
     return db.session.scalar(
         sa.select(CustomerIdentity).where(CustomerIdentity.kind == kind, CustomerIdentity.value == value)

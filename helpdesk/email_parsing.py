@@ -138,7 +138,7 @@ class ParserProcesses:
                 for start in range(0, len(raws), per_call):
                     call = raws[start:start + per_call]
                     future = executor.submit(parse_chunk, call, languages)
-                    self._calls = [*(earlier for earlier in self._calls if not earlier.done()), future]
+                    self._calls = [*self._unfinished_calls(), future]
                     answers.update((raw, _Answer(future, place, len(call))) for place, raw in enumerate(call))
                 return answers
             except BrokenProcessPool:
@@ -148,8 +148,11 @@ class ParserProcesses:
 
     def waits_behind_others(self, future: concurrent.futures.Future) -> bool:
         """Tell whether a call submitted before `future` is still unfinished: `future` may not have started."""
-        self._calls = [call for call in self._calls if not call.done()]
-        return bool(self._calls) and self._calls[0] is not future
+        unfinished = self._calls = self._unfinished_calls()
+        return bool(unfinished) and unfinished[0] is not future
+
+    def _unfinished_calls(self) -> list[concurrent.futures.Future]:
+        return [call for call in self._calls if not call.done()]
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the parser processes; with `kill`, also one that is busy parsing."""

@@ -52,14 +52,12 @@ def fetch_mail_command(once, limit):
         # The parser process loads its language models while the mailboxes are connected to and read.
         start_parser_processes(current_app.config.get("HELPDESK_EMAIL_PARSER_PROCESSES", 1),
                                languages_to_detect(), wait=False)
-    if once:
-        stored = _report(drain_mailboxes(limit))
-        stop_parser_processes()
-        click.echo(f"{stored} new messages ingested")
-        return
-    idle_seconds = current_app.config.get("HELPDESK_IMAP_IDLE_SECONDS", 300)
-    click.echo("fetching mail until interrupted (Ctrl-C to stop)")
     try:
+        if once:
+            click.echo(f"{_report(drain_mailboxes(limit))} new messages ingested")
+            return
+        idle_seconds = current_app.config.get("HELPDESK_IMAP_IDLE_SECONDS", 300)
+        click.echo("fetching mail until interrupted (Ctrl-C to stop)")
         while True:
             outcomes = drain_mailboxes(limit)
             stored = _report(outcomes)
@@ -67,8 +65,9 @@ def fetch_mail_command(once, limit):
                 click.echo(f"{stored} new messages ingested")
             wait_for_new_mail(idle_seconds, uid_next=outcomes[0].uid_next if len(outcomes) == 1 else None)
     except KeyboardInterrupt:
-        stop_parser_processes()
         click.echo("stopped")
+    finally:
+        stop_parser_processes()
 
 
 def _report(outcomes: list[MailboxOutcome]) -> int:

@@ -16,14 +16,16 @@ from flask import current_app
 
 from channels.base import ChannelRegistry
 from channels.messages import Attachment as AttachmentData
-from channels.messages import ChannelName, DeliveryStatus, IdentityKind, OutboundMessage
+from channels.messages import ChannelName, DeliveryStatus, IdentityKind, OutboundMessage, SenderIdentity
 from helpdesk.attachments import attachment_path, store_attachment
+from helpdesk.customers import find_identity, normalize_identity
 from helpdesk.database import begin_write, insert_row, inserted_id
 from helpdesk.extensions import db
 from helpdesk.message_templates import render_acknowledgement
 from helpdesk.models import (
     Agent,
     Attachment,
+    CustomerIdentity,
     Direction,
     Message,
     OutboxItem,
@@ -76,6 +78,19 @@ def reply_route(ticket: Ticket) -> tuple[ChannelName, str]:
     if identity is None:
         raise ReplyRefused(f"the customer has no {ticket.channel} address to reply to")
     return ticket.channel, identity.value
+
+
+def bouncing_reply_address(ticket: Ticket) -> CustomerIdentity | None:
+    """The email address a public reply on `ticket` would go to, when mail to it has bounced."""
+    try:
+        channel, address = reply_route(ticket)
+        if channel is not ChannelName.EMAIL:
+            return None
+        identity = normalize_identity(SenderIdentity(IdentityKind.EMAIL, address))
+    except (ReplyRefused, ValueError):  # nowhere to reply to; an address that is not one
+        return None
+    stored = find_identity(identity.kind, identity.value)
+    return stored if stored is not None and stored.bouncing_since is not None else None
 
 
 def _new_external_id(channel: ChannelName) -> str:
@@ -273,12 +288,12 @@ def _with_files(due: _DueItem) -> OutboundMessage:
         return due.message
     attachments = []
     for file in due.files:
+        if file.path is None:
+            raise FileNotFoundError(f"the file {file.filename} was never stored")
         try:
-            content = file.path.read_bytes() if file.path is not None else None
+            content = file.path.read_bytes()
         except OSError as error:
             raise FileNotFoundError(f"the file {file.filename} can no longer be read: {error.strerror}") from error
-        if content is None:
-            raise FileNotFoundError(f"the file {file.filename} was never stored")
         attachments.append(AttachmentData(filename=file.filename, content_type=file.content_type, content=content,
                                           content_id=file.content_id, is_inline=file.is_inline))
     return dataclasses.replace(due.message, attachments=tuple(attachments))

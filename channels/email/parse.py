@@ -138,6 +138,7 @@ class _ParseOnceHeaderRegistry(email.headerregistry.HeaderRegistry):
 
     #: Longer values (a long References chain) are parsed each time rather than kept.
     MAX_CACHED_LENGTH = 2000
+
     def __init__(self):
         super().__init__()
         self._parse_once = functools.lru_cache(maxsize=4096)(super().__call__)

@@ -7,7 +7,7 @@ import logging
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from helpdesk.customers import customer_history
+from helpdesk.customers import clear_bouncing, customer_history
 from helpdesk.database import begin_write
 from helpdesk.extensions import db
 from helpdesk.models import Customer, CustomerIdentity
@@ -33,18 +33,14 @@ def show(id_: int):
 @login_required
 def clear_bounce(id_: int, identity_id: int):
     """Take the bouncing mark off an address the agent knows to work again (the customer fixed their mailbox)."""
-    if not EmptyForm().validate_on_submit():
-        abort(400, "The form expired; reload the page and try again.")
     db.session.rollback()
     begin_write()
     identity = db.session.get(CustomerIdentity, identity_id)
     if identity is None or identity.customer_id != id_:
         abort(404, "That customer has no such address.")
-    if identity.bouncing_since is not None:
-        log.info("agent %s took the bouncing mark off %s (was: %s)", current_user.id, identity.value,
-                 identity.bounce_reason)
-        identity.bouncing_since = None
-        identity.bounce_reason = None
+    reason = identity.bounce_reason
+    if clear_bouncing(identity):
+        log.info("agent %s took the bouncing mark off %s (was: %s)", current_user.id, identity.value, reason)
         flash(f"{identity.value} is no longer marked as bouncing.", "info")
     db.session.commit()
     return redirect(url_for("customers.show", id_=id_))

@@ -10,11 +10,10 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user, login_required
 
 from channels.messages import Attachment as AttachmentData
-from channels.messages import ChannelName, IdentityKind, SenderIdentity
-from helpdesk.customers import customer_history, find_identity, normalize_identity
+from helpdesk.customers import customer_history
 from helpdesk.extensions import db
-from helpdesk.models import Agent, Attachment, CustomerIdentity, Message, Priority, Ticket, TicketStatus, Tier
-from helpdesk.outbound import MAX_REPLY_FILES, ReplyRefused, reply, reply_route
+from helpdesk.models import Agent, Attachment, Message, Priority, Ticket, TicketStatus, Tier
+from helpdesk.outbound import MAX_REPLY_FILES, ReplyRefused, bouncing_reply_address, reply, reply_route
 from helpdesk.queries import get_ticket_or_404, ticket_events, ticket_messages
 from helpdesk.sms import TextReplyState, text_reply_state
 from helpdesk.tasks import enqueue
@@ -32,6 +31,7 @@ from helpdesk.web.formatted import formatted_email
 from helpdesk.web.forms import EmptyForm, ReplyForm
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
+bp.add_app_template_global(formatted_email)
 
 #: The most of the customer's other conversations the ticket page lists; the customer page has them all.
 OTHER_CONVERSATIONS = 20
@@ -66,7 +66,7 @@ def _ticket_page(ticket: Ticket, form: ReplyForm, status: int = 200):
         others=other_conversations(ticket),
         form=form,
         text_reply=_text_reply_state(ticket),
-        bouncing=_bouncing_reply_address(ticket),
+        bouncing=bouncing_reply_address(ticket),
         fields_form=EmptyForm(),
         agents=agents,
         statuses=list(TicketStatus),
@@ -125,20 +125,6 @@ def live(number: int):
     )
 
 
-def _bouncing_reply_address(ticket: Ticket) -> CustomerIdentity | None:
-    """The email address a reply would go to, when mail to it has bounced."""
-    try:
-        channel, address = reply_route(ticket)
-        identity = normalize_identity(SenderIdentity(IdentityKind.EMAIL, address)) \
-            if channel is ChannelName.EMAIL else None
-    except (ReplyRefused, ValueError):
-        return None
-    if identity is None:
-        return None
-    stored = find_identity(identity.kind, identity.value)
-    return stored if stored is not None and stored.bouncing_since is not None else None
-
-
 def _text_reply_state(ticket) -> TextReplyState | None:
     """Return the opt-out and WhatsApp-window state when a reply would go out as a text."""
     try:
@@ -189,9 +175,6 @@ def _plain_filename(sent: str) -> str:
     name = sent.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(char for char in name if unicodedata.category(char) != "Cc").strip()
     return name[:255] or "file"
-
-
-bp.add_app_template_global(formatted_email)
 
 
 @bp.get("/<int:number>/files/<int:attachment_id>")
